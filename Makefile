@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. `make install` is the set-up.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+# torch first, from the pinned CPU wheel, so nothing below pulls CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m audiointerp demo
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests recipes benchmarks
+	$(VENV)/bin/ruff format --check src tests recipes benchmarks
+
+clean:
+	rm -rf $(VENV) runs

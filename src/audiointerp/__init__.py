@@ -1,0 +1,3 @@
+"""audiointerp: explain audio classifiers with sound."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from audiointerp.cli import main
+
+sys.exit(main())

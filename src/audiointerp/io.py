@@ -1,0 +1,136 @@
+"""Audio in and out: any file soundfile reads -> validated mono float32 at the model rate.
+
+Every failure a user can cause (missing file, directory, corrupt or empty audio, NaN/Inf
+samples) raises :class:`AudioError`, whose message names the file and the reason, so the
+CLI can print one line and exit 2. Writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+class AudioError(ValueError):
+    """A user-facing problem with an audio file or array: says which one and why."""
+
+    def __init__(self, source: str | os.PathLike, reason: str):
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Average channels: (N,) or (N, C) -> (N,) float32."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    elif audio.ndim != 1:
+        raise ValueError(f"audio must be (N,) or (N, C), got shape {audio.shape}")
+    return audio
+
+
+def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """High-quality resampling with soxr; a no-op when the rates agree."""
+    if orig_rate == target_rate:
+        return np.asarray(audio, dtype=np.float32)
+    return soxr.resample(audio, orig_rate, target_rate, quality="HQ").astype(np.float32)
+
+
+def validate_audio(audio: np.ndarray, source: str | os.PathLike = "<array>") -> np.ndarray:
+    """Reject empty or non-finite audio with an :class:`AudioError`; returns the input."""
+    if audio.size == 0:
+        raise AudioError(source, "audio is empty (zero samples)")
+    if not np.all(np.isfinite(audio)):
+        raise AudioError(source, "audio contains NaN or Inf samples")
+    return audio
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = 16000) -> np.ndarray:
+    """Read a file as mono float32 at ``sample_rate`` (None keeps the file's rate).
+
+    Raises:
+        AudioError: missing path, a directory, an unreadable/corrupt file, zero-length or
+            non-finite audio. The message names the file and the reason.
+    """
+    audio, _ = load_audio_with_rate(path, sample_rate)
+    return audio
+
+
+def load_audio_with_rate(
+    path: str | os.PathLike, sample_rate: int | None = 16000
+) -> tuple[np.ndarray, int]:
+    """Like :func:`load_audio`, also returning the rate of the returned samples."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "no such file")
+    if path.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AudioError(path, f"cannot read audio ({reason})") from error
+    audio = validate_audio(to_mono(audio), path)
+    if sample_rate is not None and rate != sample_rate:
+        audio = resample(audio, rate, sample_rate)
+        rate = sample_rate
+    return audio, int(rate)
+
+
+def atomic_path(path: str | os.PathLike) -> Path:
+    """A temporary sibling of ``path`` (same folder, so ``os.replace`` is atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def save_audio(
+    path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None
+) -> Path:
+    """Write mono (N,) or multichannel (N, C) audio atomically; format from the extension."""
+    path = Path(path)
+    audio = np.asarray(audio, dtype=np.float32)
+    validate_audio(audio, path)
+    tmp = atomic_path(path)
+    try:
+        fmt = path.suffix.lstrip(".").upper() or "WAV"
+        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` via a temp file + rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Text variant of :func:`write_bytes_atomic` (UTF-8)."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def find_audio_files(root: str | os.PathLike) -> list[Path]:
+    """Audio files under ``root`` (recursively, sorted); a file path returns itself."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
