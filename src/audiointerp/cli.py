@@ -7,13 +7,23 @@ Exit codes: 0 success, 1 some inputs failed (the run went on), 2 usage or input 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
+
+from tqdm import tqdm
 
 from audiointerp import __version__
-from audiointerp.checkpoints import CheckpointError
+from audiointerp.checkpoints import CheckpointError, load_checkpoint
 from audiointerp.config import ConfigError
+from audiointerp.data.esc50 import ESC50_URL, DataError, prepare_esc50
+from audiointerp.data.mixtures import make_mixtures
+from audiointerp.data.synthetic import ensure_synthetic, summarize
+from audiointerp.interpreters.piq import import_piq
 from audiointerp.io import AudioError
+from audiointerp.models.speechbrain import import_cnn14, import_conv2d
+from audiointerp.pipeline import Explainer, TargetError, collect_inputs, explain_to_files
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -22,6 +32,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     CheckpointError,
     AudioError,
     ConfigError,
+    DataError,
     FileNotFoundError,
     NotADirectoryError,
 )
@@ -31,9 +42,206 @@ class UserError(ValueError):
     """A usage problem worth one clear line (bad option combination, wrong folder...)."""
 
 
+def _data_esc50(args: argparse.Namespace) -> int:
+    print(summarize(prepare_esc50(args.data_folder, url=args.url)))
+    return EXIT_OK
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    folder = ensure_synthetic(args.out, args.classes, args.clips_per_class, args.seed)
+    print(summarize(folder))
+    return EXIT_OK
+
+
+def _data_mix(args: argparse.Namespace) -> int:
+    manifest = make_mixtures(
+        args.data_folder, args.out, args.folds, args.n, args.snr, args.seed, args.sample_rate
+    )
+    print(f"{args.n} mixtures with their sources: {manifest}")
+    return EXIT_OK
+
+
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="download ESC-50, generate the synthetic set, mix clips")
-    data.add_subparsers(dest="data_command", required=True, metavar="{esc50,synth,mix}")
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="{esc50,synth,mix}")
+
+    esc50 = commands.add_parser("esc50", help="download and extract ESC-50 (skipped if present)")
+    esc50.add_argument("--data_folder", type=Path, required=True, help="where ESC-50 goes")
+    esc50.add_argument("--url", default=ESC50_URL, help="archive URL (default: %(default)s)")
+    esc50.set_defaults(func=_data_esc50)
+
+    synth = commands.add_parser("synth", help="generate the synthetic set in ESC-50's layout")
+    synth.add_argument("--out", type=Path, required=True, help="output folder")
+    synth.add_argument("--classes", type=int, default=10, help="2 to 50 (default: %(default)s)")
+    synth.add_argument("--clips-per-class", type=int, default=40, help="(default: %(default)s)")
+    synth.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    synth.set_defaults(func=_data_synth)
+
+    mix = commands.add_parser("mix", help="two-class mixtures with their sources")
+    mix.add_argument("--data_folder", type=Path, required=True, help="an ESC-50-layout folder")
+    mix.add_argument("--out", type=Path, required=True, help="output folder")
+    mix.add_argument("--n", type=int, default=40, help="number of mixtures (default: %(default)s)")
+    mix.add_argument("--snr", type=float, nargs="+", default=[0.0], help="SNR(s) in dB of a over b")
+    mix.add_argument("--folds", type=int, nargs="+", default=[5], help="folds to draw from")
+    mix.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    mix.add_argument("--sample-rate", type=int, default=16000, help="(default: %(default)s)")
+    mix.set_defaults(func=_data_mix)
+
+
+# `audiointerp import speechbrain NAME SRC_DIR OUT_DIR`: reference .ckpt files -> our format.
+IMPORTERS: dict[str, Callable[[Path, Path], Path]] = {
+    "conv2d": import_conv2d,
+    "cnn14": import_cnn14,
+    "piq": import_piq,
+}
+
+
+def _import_speechbrain(args: argparse.Namespace) -> int:
+    folder = IMPORTERS[args.model](Path(args.src_dir), Path(args.out_dir))
+    checkpoint = load_checkpoint(folder)
+    values = sum(tensor.numel() for tensor in checkpoint.tensors.values())
+    count = len(checkpoint.tensors)
+    print(f"imported {args.model}: {count} tensors ({values:,} values) -> {folder}")
+    source = checkpoint.meta.get("imported_from")
+    if isinstance(source, dict):
+        files = ", ".join(str(v) for k, v in source.items() if k.endswith("_file"))
+        print(f"from {source.get('folder', args.src_dir)}: {files}")
+    names = checkpoint.meta.get("class_names") or []
+    if names:
+        print(f"{len(names)} classes: {', '.join(map(str, names))}")
+    return EXIT_OK
+
+
+def _add_import_commands(sub: argparse._SubParsersAction) -> None:
+    importer = sub.add_parser("import", help="convert reference checkpoints to our format")
+    sources = importer.add_subparsers(dest="import_source", required=True, metavar="{speechbrain}")
+    speechbrain = sources.add_parser(
+        "speechbrain", help="SpeechBrain .ckpt state dicts (HuggingFace downloads)"
+    )
+    speechbrain.add_argument("model", choices=sorted(IMPORTERS), help="what the files hold")
+    speechbrain.add_argument("src_dir", help="folder with the downloaded .ckpt files")
+    speechbrain.add_argument("out_dir", help="checkpoint folder to write (our format)")
+    speechbrain.set_defaults(func=_import_speechbrain)
+
+
+def _interpret(args: argparse.Namespace) -> int:
+    """Explain every input file; a bad file is one stderr line and the run goes on."""
+    explainer = Explainer.from_pretrained(args.model_dir)
+    if args.target is not None:
+        try:
+            explainer.class_index(args.target)
+        except TargetError as error:
+            raise UserError(str(error)) from error
+    pairs = collect_inputs(args.inputs)
+    if not pairs:
+        raise UserError(f"no audio files (wav, flac, ogg, mp3) found in {args.inputs}")
+    owners: dict[Path, Path] = {}
+    for path, stem in pairs:
+        if stem in owners:
+            raise UserError(f"{owners[stem]} and {path} would both write {args.out / stem}.*")
+        owners[stem] = path
+    results = []
+    for path, stem in tqdm(pairs, desc="explaining", unit="file", disable=None, file=sys.stderr):
+        result = explain_to_files(explainer, path, args.out / stem, args.target, args.top_k)
+        results.append(result)
+        if result.error is not None:
+            tqdm.write(f"audiointerp: error: {result.error}", file=sys.stderr)
+        elif not args.json:
+            explanation = result.explanation
+            tqdm.write(f"{path}\t{explanation.predicted}\t{explanation.probability:.4f}")
+    if args.json:
+        print(json.dumps([result.to_dict() for result in results], indent=2))
+    return EXIT_PARTIAL if any(result.error for result in results) else EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_interpret_command(sub: argparse._SubParsersAction) -> None:
+    interpret = sub.add_parser(
+        "interpret",
+        help="explain audio files: explanation audio, mask and picture per file",
+        description="Per input writes <name>.explanation.wav, <name>.mask.npy and <name>.png "
+        "under --out (folders mirrored) and prints: file, predicted class, probability. "
+        "Exit 0 if every file worked, 1 if some failed, 2 on usage errors.",
+    )
+    interpret.add_argument("model_dir", type=Path, help="interpreter checkpoint or run folder")
+    interpret.add_argument("inputs", nargs="+", type=Path, help="audio files or folders")
+    interpret.add_argument("--out", type=Path, required=True, help="output folder")
+    interpret.add_argument("--target", help="class name to explain (default: the predicted)")
+    interpret.add_argument("--top-k", type=_positive_int, default=5, help="classes in --json")
+    interpret.add_argument("--json", action="store_true", help="print a JSON list instead")
+    interpret.set_defaults(func=_interpret)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from audiointerp.evaluation import EvalConfig, evaluate
+
+    config = EvalConfig(
+        test_folds=tuple(args.test_folds),
+        max_clips=args.max_clips,
+        n_mixtures=args.n_mixtures,
+        n_examples=args.n_examples,
+        batch_size=args.batch_size,
+    )
+    evaluate(
+        args.model_dirs,
+        args.data_folder,
+        mixtures=args.mixtures,
+        out=args.out,
+        reference_compatible=args.reference_compatible,
+        config=config,
+    )
+    return EXIT_OK
+
+
+def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
+    evaluation = sub.add_parser(
+        "eval",
+        help="faithfulness, mixture SI-SNRi, sanity check and speed of trained models",
+        description="For each model folder: its interpreter and the 'energy' negative control "
+        "on its classifier. Writes metrics.json, metrics.csv and examples/ into --out "
+        "(default: the first model's run folder) and prints the table.",
+    )
+    evaluation.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR",
+                            help="checkpoint folder or run folder (with model/)")  # fmt: skip
+    evaluation.add_argument("--data_folder", type=Path, required=True,
+                            help="ESC-50-layout folder whose test folds are explained")  # fmt: skip
+    evaluation.add_argument("--mixtures", type=Path,
+                            help="mixture folder (default: made from the test folds)")  # fmt: skip
+    evaluation.add_argument("--out", type=Path, help="output folder")
+    evaluation.add_argument("--reference-compatible", action="store_true",
+                            help="the reference recipe's metric formulas")  # fmt: skip
+    evaluation.add_argument("--test_folds", type=_positive_int, nargs="+", default=[5])
+    evaluation.add_argument("--max_clips", type=_positive_int, help="cap on test clips")
+    evaluation.add_argument("--n_mixtures", type=_positive_int, default=16)
+    evaluation.add_argument("--n_examples", type=int, default=2, help="examples per method")
+    evaluation.add_argument("--batch_size", type=_positive_int, default=8)
+    evaluation.set_defaults(func=_eval)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from audiointerp.report import build_report
+
+    print(build_report(args.run_dir, args.out))
+    return EXIT_OK
+
+
+def _add_report_commands(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser(
+        "report",
+        help="static HTML report of an evaluated run (audio players, spectrograms, table)",
+        description="Reads RUN_DIR/metrics.json and RUN_DIR/examples/ (from `audiointerp "
+        "eval`) and writes a self-contained folder (default RUN_DIR/report); prints its "
+        "index.html.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="evaluated run folder")
+    report.add_argument("--out", type=Path, help="report folder (default RUN_DIR/report)")
+    report.set_defaults(func=_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"audiointerp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
+    _add_import_commands(sub)
+    _add_interpret_command(sub)
+    _add_eval_commands(sub)
+    _add_report_commands(sub)
     return parser
 
 

@@ -1,0 +1,430 @@
+"""ESC-50: download (resumable, verified, atomic), metadata, fold splits and a torch Dataset.
+
+The folder layout is ESC-50's own: ``audio/{fold}-{src}-{take}-{target}.wav`` and
+``meta/esc50.csv`` (filename, fold, target, category, esc10, src_file, take). The synthetic
+set (:mod:`audiointerp.data.synthetic`) uses the same layout, so everything here reads both.
+A folder "looks complete" only when ``meta/esc50.csv`` exists and every clip it lists is in
+``audio/``; downloads move ``meta/`` into place last and write ``.completed`` after it, so an
+interrupted run never leaves such a folder behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import http.client
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from audiointerp.io import load_audio, write_text_atomic
+
+ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
+CSV_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
+COMPLETED_MARKER = ".completed"
+Normalization = Literal["peak", "signed_max", "none"]
+
+# The reference's label order (first appearance of `category` in esc50.csv's train rows).
+ESC50_REFERENCE_CLASSES = (
+    "dog", "chirping_birds", "vacuum_cleaner", "thunderstorm", "door_wood_knock",
+    "can_opening", "crow", "clapping", "fireworks", "chainsaw", "airplane", "mouse_click",
+    "pouring_water", "train", "sheep", "water_drops", "church_bells", "clock_alarm",
+    "keyboard_typing", "wind", "footsteps", "frog", "cow", "brushing_teeth", "car_horn",
+    "crackling_fire", "helicopter", "drinking_sipping", "rain", "insects", "laughing", "hen",
+    "engine", "breathing", "crying_baby", "hand_saw", "coughing", "glass_breaking",
+    "snoring", "toilet_flush", "pig", "washing_machine", "clock_tick", "sneezing",
+    "rooster", "sea_waves", "siren", "cat", "door_wood_creaks", "crickets",
+)  # fmt: skip
+
+_CHUNK_BYTES = 1 << 20
+
+
+class DataError(ValueError):
+    """A user-fixable problem with a data set folder, archive or download: names it and why."""
+
+    def __init__(self, source: str | os.PathLike, reason: str):
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+
+@dataclass(frozen=True)
+class ClipMeta:
+    """One row of ``meta/esc50.csv``."""
+
+    filename: str
+    fold: int
+    target: int
+    category: str
+    esc10: bool
+    src_file: str
+    take: str
+
+    @property
+    def clip_id(self) -> str:
+        """The reference's clip ID: the file name without ``.wav``."""
+        return Path(self.filename).stem
+
+
+@dataclass
+class SplitConfig:
+    """Which folds make each split (the reference: train 1,2,3 · valid 4 · test 5)."""
+
+    train_folds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    valid_folds: list[int] = field(default_factory=lambda: [4])
+    test_folds: list[int] = field(default_factory=lambda: [5])
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def metadata_path(folder: str | os.PathLike) -> Path:
+    """Where a data set folder keeps its clip list."""
+    return Path(folder) / "meta" / "esc50.csv"
+
+
+def read_metadata(folder: str | os.PathLike) -> list[ClipMeta]:
+    """Rows of ``folder/meta/esc50.csv`` in file order.
+
+    Raises:
+        FileNotFoundError: the CSV is missing.
+        DataError: a column is missing or a value is malformed (names the line).
+    """
+    path = metadata_path(folder)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ESC-50 metadata (expected meta/esc50.csv)")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(path, f"missing column(s) {', '.join(missing)}")
+        rows = []
+        for line, record in enumerate(reader, start=2):
+            try:
+                rows.append(
+                    ClipMeta(
+                        filename=_non_empty(record["filename"]),
+                        fold=int(record["fold"]),
+                        target=int(record["target"]),
+                        category=_non_empty(record["category"]),
+                        esc10=record["esc10"].strip().lower() == "true",
+                        src_file=record["src_file"],
+                        take=record["take"],
+                    )
+                )
+            except (TypeError, ValueError, AttributeError) as error:
+                raise DataError(path, f"line {line}: malformed row ({error})") from error
+    if not rows:
+        raise DataError(path, "no rows")
+    return rows
+
+
+def _non_empty(value: str | None) -> str:
+    if not value or not value.strip():
+        raise ValueError("empty field")
+    return value.strip()
+
+
+def class_names_from_metadata(rows: Iterable[ClipMeta], folds: Iterable[int]) -> list[str]:
+    """Class names in order of first appearance among the rows of ``folds``.
+
+    This is the reference's label encoding (built from the train manifest in esc50.csv
+    order), not ESC-50's ``target`` numbering.
+    """
+    folds = set(folds)
+    names: dict[str, None] = {}
+    for row in rows:
+        if row.fold in folds:
+            names.setdefault(row.category, None)
+    return list(names)
+
+
+def is_esc50_folder(folder: str | os.PathLike) -> bool:
+    """True when ``meta/esc50.csv`` reads and every clip it lists is in ``audio/``."""
+    try:
+        rows = read_metadata(folder)
+    except (FileNotFoundError, DataError):
+        return False
+    audio = Path(folder) / "audio"
+    return all((audio / row.filename).is_file() for row in rows)
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def download_esc50(
+    data_folder: str | os.PathLike,
+    url: str = ESC50_URL,
+    expected_size: int | None = None,
+    sha256: str | None = None,
+    retries: int = 3,
+) -> Path:
+    """Download the ESC-50 archive into ``data_folder`` and extract it there atomically.
+
+    The archive streams to ``data_folder/.download/<name>.part``; a partial file left by a
+    killed run or a dropped connection is continued with an HTTP Range request (up to
+    ``retries`` retries per call). The archive is checked (size and sha256 when given, zip
+    CRCs always), extracted to a temporary folder, its top folder's content moved into
+    ``data_folder`` (``meta/`` last), then ``.completed`` is written and the archive removed.
+
+    Raises:
+        DataError: the download failed, or the archive is corrupt or not ESC-50.
+    """
+    folder = Path(data_folder)
+    download_dir = folder / ".download"
+    download_dir.mkdir(parents=True, exist_ok=True)
+    archive = download_dir / (Path(urlparse(url).path).name or "esc50.zip")
+    part = archive.with_name(archive.name + ".part")
+    if not archive.is_file():
+        _fetch_resumable(url, part, retries)
+        try:
+            _verify_archive(part, expected_size, sha256)
+        except DataError:
+            part.unlink(missing_ok=True)  # a bad archive must not be resumed next time
+            raise
+        os.replace(part, archive)
+    try:
+        _extract_into(archive, folder)
+    except DataError:
+        archive.unlink(missing_ok=True)  # not ESC-50: fetch afresh next time
+        raise
+    write_text_atomic(folder / COMPLETED_MARKER, f"{url}\n")
+    shutil.rmtree(download_dir, ignore_errors=True)
+    return folder
+
+
+def prepare_esc50(data_folder: str | os.PathLike, url: str = ESC50_URL) -> Path:
+    """Return ``data_folder`` holding ESC-50, downloading only when it does not already."""
+    folder = Path(data_folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: not a directory")
+    if is_esc50_folder(folder):
+        return folder
+    return download_esc50(folder, url=url)
+
+
+def _fetch_resumable(url: str, part: Path, retries: int) -> None:
+    """Stream ``url`` onto ``part``, resuming from its current size with a Range request."""
+    last_error: Exception | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(attempt - 1)  # first retry at once, then back off
+        offset = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as reply:
+                if offset and reply.status != 206:  # the server ignored the range
+                    offset = 0
+                length = reply.headers.get("Content-Length")
+                total = offset + int(length) if length is not None else None
+                with (
+                    part.open("ab" if offset else "wb") as sink,
+                    tqdm(
+                        total=total, initial=offset, unit="B", unit_scale=True, disable=None
+                    ) as bar,
+                ):
+                    while chunk := reply.read(_CHUNK_BYTES):
+                        sink.write(chunk)
+                        bar.update(len(chunk))
+            if total is not None and part.stat().st_size < total:
+                raise http.client.IncompleteRead(b"", total - part.stat().st_size)
+            return
+        except urllib.error.HTTPError as error:
+            if error.code == 416 and offset:  # nothing left to send: the file is whole
+                return
+            if error.code < 500:
+                raise DataError(
+                    url, f"download failed (HTTP {error.code} {error.reason})"
+                ) from error
+            last_error = error
+        except (OSError, http.client.HTTPException) as error:
+            last_error = error
+    raise DataError(url, f"download failed after {retries + 1} attempts ({last_error!r})")
+
+
+def _verify_archive(path: Path, expected_size: int | None, sha256: str | None) -> None:
+    size = path.stat().st_size
+    if expected_size is not None and size != expected_size:
+        raise DataError(path, f"size {size} bytes, expected {expected_size}")
+    if sha256 is not None:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK_BYTES):
+                digest.update(chunk)
+        if digest.hexdigest() != sha256.lower():
+            raise DataError(path, f"sha256 {digest.hexdigest()}, expected {sha256}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise DataError(path, f"not a valid zip archive ({error})") from error
+    if bad is not None:
+        raise DataError(path, f"corrupt zip archive (bad CRC for {bad})")
+
+
+def _extract_into(archive: Path, folder: Path) -> None:
+    """Extract to a temporary folder, check the layout, move the content in, ``meta/`` last."""
+    for stale in folder.glob(".extract.*"):  # left by a killed extraction
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".extract.", dir=folder))
+    try:
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                zipped.extractall(staging)
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            raise DataError(archive, f"cannot extract ({error})") from error
+        entries = list(staging.iterdir())
+        root = entries[0] if len(entries) == 1 and entries[0].is_dir() else staging
+        if not is_esc50_folder(root):
+            raise DataError(archive, "archive does not hold meta/esc50.csv and its audio/")
+        for entry in sorted(root.iterdir(), key=lambda p: p.name == "meta"):
+            target = folder / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------- atomic folders
+
+
+def staging_folder(target: str | os.PathLike) -> Path:
+    """A fresh temporary folder beside ``target`` (same file system, so renames are atomic)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.", dir=target.parent))
+
+
+def publish_folder(staging: Path, target: str | os.PathLike, signature: str) -> Path:
+    """Rename a finished ``staging`` folder to ``target``, replacing an older one.
+
+    An existing ``target`` is replaced only when it is empty or holds ``signature`` (a file
+    this package writes), so a user's unrelated folder is never deleted.
+    """
+    target = Path(target)
+    if target.exists():
+        if not target.is_dir():
+            raise NotADirectoryError(f"{target}: not a directory")
+        if any(target.iterdir()) and not (target / signature).exists():
+            raise DataError(target, f"exists and is not ours (no {signature}); choose another")
+        retired = staging_folder(target)
+        os.replace(target, retired / "old")
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+    return target
+
+
+# ------------------------------------------------------------------------------ dataset
+
+
+def normalize_waveform(waveform: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """Scale a clip: ``peak`` by max |x|, ``signed_max`` by max x (the reference), or not.
+
+    Silent clips (or, for ``signed_max``, clips with no positive sample) are left as they
+    are rather than divided by zero or flipped.
+    """
+    if normalization == "peak":
+        scale = float(np.max(np.abs(waveform)))
+    elif normalization == "signed_max":
+        scale = float(np.max(waveform))
+    else:
+        assert normalization == "none", f"unknown normalization {normalization!r}"
+        return waveform
+    return waveform / scale if scale > 0 else waveform
+
+
+def fit_length(waveform: np.ndarray, n_samples: int) -> np.ndarray:
+    """Crop or zero-pad the end of ``waveform`` (N,) to ``n_samples``."""
+    if len(waveform) >= n_samples:
+        return waveform[:n_samples]
+    return np.pad(waveform, (0, n_samples - len(waveform)))
+
+
+class ESC50Dataset(Dataset):
+    """Clips of some folds as ``(waveform float32 (N,), label, clip_id)``.
+
+    Waveforms are loaded mono at ``sample_rate`` (soxr), cropped/zero-padded to
+    ``duration_s`` and normalised. Labels index ``class_names``; by default that is the
+    reference's order, derived from the reference train folds 1,2,3 of this folder's CSV,
+    so that every split of one folder shares it. ``preload`` keeps all waveforms in memory.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        folds: Sequence[int],
+        sample_rate: int = 16000,
+        class_names: Sequence[str] | None = None,
+        normalization: Normalization = "peak",
+        duration_s: float = 5.0,
+        preload: bool = True,
+    ):
+        assert normalization in ("peak", "signed_max", "none"), normalization
+        self.folder = Path(folder)
+        all_rows = read_metadata(self.folder)
+        if class_names is None:
+            class_names = class_names_from_metadata(all_rows, SplitConfig().train_folds)
+        self.class_names = list(class_names)
+        index = {name: i for i, name in enumerate(self.class_names)}
+        wanted = set(folds)
+        self.rows = [row for row in all_rows if row.fold in wanted]
+        unknown = sorted({row.category for row in self.rows} - index.keys())
+        if unknown:
+            raise DataError(metadata_path(folder), f"classes not in class_names: {unknown}")
+        self.labels = [index[row.category] for row in self.rows]
+        self.ids = [row.clip_id for row in self.rows]
+        self.sample_rate = sample_rate
+        self.normalization = normalization
+        self.n_samples = round(duration_s * sample_rate)
+        self._cache: list[torch.Tensor] | None = None
+        if preload:
+            self._cache = [
+                self._load(i)
+                for i in tqdm(range(len(self.rows)), desc="loading clips", disable=None)
+            ]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        waveform = self._cache[i] if self._cache is not None else self._load(i)
+        return waveform, self.labels[i], self.ids[i]
+
+    def _load(self, i: int) -> torch.Tensor:
+        audio = load_audio(self.folder / "audio" / self.rows[i].filename, self.sample_rate)
+        audio = normalize_waveform(fit_length(audio, self.n_samples), self.normalization)
+        return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+
+
+def make_splits(
+    folder: str | os.PathLike, split: SplitConfig | None = None, **dataset_kwargs
+) -> dict[str, ESC50Dataset]:
+    """``{"train", "valid", "test"}`` datasets sharing the label order of the train folds."""
+    split = split or SplitConfig()
+    class_names = dataset_kwargs.pop("class_names", None) or class_names_from_metadata(
+        read_metadata(folder), split.train_folds
+    )
+    folds = {"train": split.train_folds, "valid": split.valid_folds, "test": split.test_folds}
+    return {
+        name: ESC50Dataset(folder, fold_list, class_names=class_names, **dataset_kwargs)
+        for name, fold_list in folds.items()
+    }
