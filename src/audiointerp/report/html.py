@@ -1,0 +1,236 @@
+"""A self-contained static HTML report of an evaluation run (no network needed to view it).
+
+Reads ``metrics.json`` and ``examples/`` written by :func:`audiointerp.evaluation.evaluate`
+and writes ``report/``: ``index.html`` (summary table; per method a few examples with the
+input, the explanation and the removed part as audio players beside their spectrograms
+and the mask), ``audio/`` (WAV copies) and ``img/`` (PNGs). The folder is built beside the
+target and swapped in, so a re-run replaces it entirely (no stale files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from audiointerp.evaluation import EXAMPLES_DIR, EXAMPLES_INDEX, METRICS_JSON, replace_folder
+from audiointerp.features import apply_mask
+from audiointerp.report.figures import mask_png, spectrogram_png
+
+REPORT_DIR = "report"
+SUMMARY_COLUMNS = {
+    "classifier_accuracy": "accuracy",
+    "AI": "AI ↑",
+    "AD": "AD ↓",
+    "AG": "AG ↑",
+    "FF": "FF ↑",
+    "fid_in": "Fid-In ↑",
+    "SPS": "SPS ↑",
+    "COMP": "COMP ↓",
+    "si_snri": "SI-SNRi (dB) ↑",
+    "oracle_si_snri": "oracle SI-SNRi (dB)",
+    "si_snri_oracle_fraction": "fraction of oracle",
+    "sanity_passed": "sanity check",
+    "sanity_rank_correlation": "rank corr. (randomised)",
+    "clips_per_s": "clips/s",
+}
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 0.3em 0.5em; text-align: right; }
+th[scope=row] { text-align: left; }
+td.flagged { background: #fdd; } td.passed { background: #dfd; }
+.example { border-top: 1px solid #ccc; margin-top: 1em; }
+.panels { display: flex; flex-wrap: wrap; gap: 0.8em; }
+figure { margin: 0; } figcaption { font-weight: bold; margin-bottom: 0.2em; }
+audio { display: block; width: 340px; } img { display: block; width: 340px; }
+"""
+
+
+def _format(value: Any) -> tuple[str, str, str]:
+    """(text, data-value, css class) of one table cell."""
+    if isinstance(value, bool):
+        return (
+            ("pass" if value else "FLAGGED"),
+            str(value).lower(),
+            ("passed" if value else "flagged"),
+        )
+    if isinstance(value, (int, float)):
+        return f"{value:.4g}", repr(float(value)), ""
+    return "–", "", ""
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """The summary table: one row per method, then the oracle and the mixture itself."""
+    head = "".join(f"<th>{escape(label)}</th>" for label in SUMMARY_COLUMNS.values())
+    rows = []
+    for name, row in metrics["methods"].items():
+        cells = []
+        for key in SUMMARY_COLUMNS:
+            text, value, css = _format(row.get(key))
+            attrs = f' data-key="{key}" data-value="{escape(value)}"'
+            cells.append(f'<td{attrs} class="{css}">{escape(text)}</td>')
+        rows.append(
+            f'<tr data-method="{escape(name)}"><th scope="row">'
+            f'<a href="#m-{escape(name)}">{escape(name)}</a></th>{"".join(cells)}</tr>'
+        )
+    oracle = metrics.get("oracle", {})
+    bounds = []
+    for label, key, value in (
+        ("oracle (ideal ratio mask)", "oracle", oracle.get("si_snri")),
+        ("mixture itself", "mixture", metrics.get("mixture", {}).get("si_snri")),
+    ):
+        text, data, _ = _format(value)
+        cells = [
+            f'<td data-key="si_snri" data-value="{escape(data)}">{escape(text)}</td>'
+            if column == "si_snri"
+            else "<td></td>"
+            for column in SUMMARY_COLUMNS
+        ]
+        bounds.append(
+            f'<tr data-bound="{key}"><th scope="row">{escape(label)}</th>{"".join(cells)}</tr>'
+        )
+    return (
+        f'<table id="summary"><thead><tr><th>method</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}{''.join(bounds)}</tbody></table>"
+    )
+
+
+def _figure(caption: str, audio: str | None, image: str | None, alt: str) -> str:
+    parts = [f"<figure><figcaption>{escape(caption)}</figcaption>"]
+    if audio:
+        parts.append(f'<audio controls preload="auto" src="{escape(audio)}"></audio>')
+    if image:
+        parts.append(f'<img src="{escape(image)}" alt="{escape(alt)}">')
+    return "".join(parts) + "</figure>"
+
+
+def _render_example(entry: dict[str, Any], examples_dir: Path, staging: Path, key: str) -> str:
+    """Copy one example's audio, draw its pictures, return its HTML section."""
+    source = examples_dir / entry["folder"]
+    files = entry["files"]
+    (staging / "audio" / key).mkdir(parents=True, exist_ok=True)
+    audio = {}
+    for name, filename in files.items():
+        shutil.copyfile(source / filename, staging / "audio" / key / filename)
+        audio[name] = f"audio/{key}/{filename}"
+    mask = np.load(source / entry["mask"]).astype(np.float32)  # (T, F)
+    magnitude = np.load(source / entry["magnitude"]).astype(np.float32)
+    domain = entry["mask_domain"]
+    mask_t, magnitude_t = torch.from_numpy(mask)[None], torch.from_numpy(magnitude)[None]
+    kept = apply_mask(mask_t, magnitude_t, domain)[0].numpy()
+    removed = apply_mask(1.0 - mask_t, magnitude_t, domain)[0].numpy()
+    rate = int(entry["sample_rate"])
+    seconds = sf.info(str(source / files["input"])).frames / rate
+    max_khz, vmax = rate / 2000.0, float(np.log1p(magnitude).max()) or 1.0
+    images = {}
+    for name, values in (("input", magnitude), ("explanation", kept), ("removed", removed)):
+        path = f"img/{key}_{name}.png"
+        (staging / path).write_bytes(spectrogram_png(values, name, seconds, max_khz, vmax))
+        images[name] = path
+    images["mask"] = f"img/{key}_mask.png"
+    (staging / images["mask"]).write_bytes(
+        mask_png(mask, f"mask ({domain} domain)", seconds, max_khz)
+    )
+    panels = [
+        _figure("input", audio["input"], images["input"], "input spectrogram"),
+        _figure(
+            "explanation (mask-in)",
+            audio["explanation"],
+            images["explanation"],
+            "explanation spectrogram",
+        ),
+        _figure(
+            "removed part (mask-out)",
+            audio["removed"],
+            images["removed"],
+            "removed-part spectrogram",
+        ),
+        _figure("mask", None, images["mask"], "mask"),
+    ]
+    for index, label in enumerate(entry.get("source_labels", [])):
+        name = "source_a" if index == 0 else "source_b"
+        panels.append(_figure(f"true source: {label}", audio[name], None, ""))
+    heading = (
+        f"{entry['kind']} {entry['id']} — true: {entry['label']}; predicted: "
+        f"{entry['predicted']} (p = {entry['probability']:.3f})"
+    )
+    return (
+        f'<section class="example" data-kind="{escape(entry["kind"])}">'
+        f"<h3>{escape(heading)}</h3>"
+        f'<div class="panels">{"".join(panels)}</div></section>'
+    )
+
+
+def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Write the report of ``run_dir`` (default into ``run_dir/report``); returns index.html.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` has no metrics.json (run ``audiointerp eval`` first).
+    """
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / METRICS_JSON
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: no metrics; run `audiointerp eval` first")
+    metrics = json.loads(metrics_path.read_text())
+    examples_dir = run_dir / EXAMPLES_DIR
+    index_path = examples_dir / EXAMPLES_INDEX
+    examples = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    out = Path(out) if out is not None else run_dir / REPORT_DIR
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (staging / "img").mkdir()
+        (staging / "audio").mkdir()
+        sections = []
+        for name in metrics["methods"]:
+            entries = examples.get(name, [])
+            rendered = [
+                _render_example(entry, examples_dir, staging, f"{name}_{i}")
+                for i, entry in enumerate(tqdm(entries, desc=f"report {name}", disable=None))
+            ]
+            sections.append(
+                f'<section class="method" id="m-{escape(name)}"><h2>{escape(name)}</h2>'
+                f"{''.join(rendered) or '<p>no saved examples</p>'}</section>"
+            )
+        page = _page(metrics, summary_table(metrics), "".join(sections))
+        (staging / "index.html").write_text(page, encoding="utf-8")
+        replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "index.html"
+
+
+def _page(metrics: dict[str, Any], table: str, sections: str) -> str:
+    flagged = [n for n, row in metrics["methods"].items() if row.get("sanity_passed") is False]
+    notes = (
+        "AI, AD, AG, FF and Fid-In compare the classifier on the input, on the explanation "
+        "(mask-in) and on the removed part (mask-out); SPS and COMP describe the mask. "
+        "SI-SNRi: explanation of each source's class in two-class mixtures against that "
+        "source, beside the ideal-ratio-mask oracle. Sanity check: the classifier's weights "
+        "are re-initialised; a method whose masks keep a rank correlation of at least "
+        f"{metrics['methods'][next(iter(metrics['methods']))].get('sanity_threshold', 0.5)} "
+        "with the original ones is flagged."
+    )
+    formulas = "reference-compatible" if metrics.get("reference_compatible") else "corrected"
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        "<title>audiointerp evaluation report</title>"
+        f"<style>{STYLE}</style></head><body>"
+        "<h1>audiointerp evaluation report</h1>"
+        f"<p>Data: {escape(str(metrics.get('data_folder', '')))}, test folds "
+        f"{escape(str(metrics.get('test_folds', '')))}; mixtures: "
+        f"{escape(str(metrics.get('mixtures', '')))}; metric formulas: {formulas}.</p>"
+        f"<h2>Summary</h2>{table}<p>{escape(notes)}</p>"
+        f"<p>Flagged by the sanity check: {escape(', '.join(flagged) or 'none')}.</p>"
+        f"{sections}</body></html>\n"
+    )
