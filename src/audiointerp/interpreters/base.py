@@ -20,11 +20,15 @@ class Interpreter(nn.Module):
         mask_domain: where the mask is applied (:func:`audiointerp.features.apply_mask`):
             ``linear`` (mask * |X|) or ``log1p`` (reference parity for imported models).
         trainable: False for methods with nothing to learn (gradient baselines, oracles).
+        config_class: the dataclass of the method's settings (the fields ``from_config``
+            takes); recipes build their typed config from it, so every setting is checked
+            and overridable from the command line. None: the method has no settings.
     """
 
     mask_domain: MaskDomain = "linear"
     trainable: bool = True
     registry_name: str = ""
+    config_class: type | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any], classifier: Classifier) -> Interpreter:

@@ -1,0 +1,138 @@
+"""What the trainer trains: a classifier on waveforms, or an interpreter of a frozen one.
+
+Batches are what :class:`audiointerp.data.esc50.ESC50Dataset` yields, collated:
+``(waveform (B, N), label (B,), clip_id list[str])``. Features are computed on the fly
+with the classifier's own :class:`~audiointerp.features.FeatureExtractor`, so training,
+explanation and metrics read one feature path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from audiointerp.checkpoints import prefixed
+from audiointerp.features import Features
+from audiointerp.interpreters.base import Interpreter
+from audiointerp.metrics.faithfulness import faithfulness_metrics
+from audiointerp.models import ClassifierConfig, classifier_checkpoint
+from audiointerp.models.base import Classifier, ClassifierOutput
+
+Batch = tuple[Tensor, Tensor, list[str]]
+
+
+class ClassifierTask:
+    """Cross-entropy on the classifier's logits; accuracy as the metric."""
+
+    def __init__(self, classifier: Classifier, config: ClassifierConfig):
+        self.model: nn.Module = classifier
+        self.classifier = classifier
+        self.config = config
+
+    def to(self, device: torch.device) -> None:
+        self.classifier.to(device)
+
+    def _logits(self, waveform: Tensor) -> Tensor:
+        """waveform (B, N) -> logits (B, C)."""
+        return self.classifier(self.classifier.feature_extractor(waveform).magnitude).logits
+
+    def training_step(self, batch: Batch) -> dict[str, Tensor]:
+        waveform, labels, _ = batch
+        logits = self._logits(waveform)
+        return {
+            "loss": F.cross_entropy(logits, labels),
+            "metric/accuracy": (logits.detach().argmax(-1) == labels).float().mean(),
+        }
+
+    def validation_step(self, batch: Batch) -> dict[str, Tensor]:
+        """Per-example (B,) cross-entropy and correctness."""
+        waveform, labels, _ = batch
+        logits = self._logits(waveform)
+        return {
+            "loss": F.cross_entropy(logits, labels, reduction="none"),
+            "accuracy": (logits.argmax(-1) == labels).float(),
+        }
+
+    def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
+        return classifier_checkpoint(self.classifier, self.config)
+
+
+class InterpreterTask:
+    """Trains an interpreter of a frozen classifier; validates with faithfulness metrics.
+
+    The classifier stays in eval mode with ``requires_grad`` off, so it never reaches the
+    optimiser (which only takes ``model``, the interpreter) and its BatchNorm statistics
+    never move. The loss is the sum of ``interpreter.loss`` terms.
+
+    Args:
+        interpreter: the trainable interpreter (``model``).
+        classifier: the explained classifier.
+        classifier_config: how to rebuild it (stored in the checkpoint).
+        reference_compatible: compute the metrics with the reference's formulas.
+    """
+
+    def __init__(
+        self,
+        interpreter: Interpreter,
+        classifier: Classifier,
+        classifier_config: ClassifierConfig,
+        reference_compatible: bool = False,
+    ):
+        self.model: nn.Module = interpreter
+        self.interpreter = interpreter
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.classifier_config = classifier_config
+        self.reference_compatible = reference_compatible
+
+    def to(self, device: torch.device) -> None:
+        self.classifier.to(device)
+        self.interpreter.to(device)
+
+    def inputs(self, waveform: Tensor) -> tuple[Features, ClassifierOutput]:
+        """waveform (B, N) -> its features and the frozen classifier's output on them."""
+        self.classifier.eval()  # in case the interpreter holds it as a submodule
+        features = self.classifier.feature_extractor(waveform)
+        with torch.no_grad():
+            return features, self.classifier(features.magnitude)
+
+    def training_step(self, batch: Batch) -> dict[str, Tensor]:
+        features, classifier_out = self.inputs(batch[0])
+        terms = self.interpreter.loss(features, classifier_out, self.classifier)
+        return {"loss": torch.stack(list(terms.values())).sum(), **terms}
+
+    def validation_step(self, batch: Batch) -> dict[str, Tensor]:
+        """Per-example faithfulness (AI, AD, AG, FF, fid_in, SPS, COMP) plus the loss terms."""
+        features, classifier_out = self.inputs(batch[0])
+        mask = self.explain(features, classifier_out)
+        metrics = faithfulness_metrics(
+            self.classifier,
+            features,
+            mask,
+            self.interpreter.mask_domain,
+            reference_compatible=self.reference_compatible,
+            method=self.interpreter.registry_name,
+        )
+        if self.interpreter.trainable:
+            terms = self.interpreter.loss(features, classifier_out, self.classifier)
+            metrics |= {"loss": torch.stack(list(terms.values())).sum(), **terms}
+        return metrics
+
+    def explain(self, features: Features, classifier_out: ClassifierOutput) -> Tensor:
+        """The interpreter's mask (B, T, F) for the predicted class.
+
+        Methods with nothing to learn may differentiate the classifier (saliency-style),
+        so they run with gradients enabled even inside an evaluation's ``no_grad``.
+        """
+        with torch.set_grad_enabled(not self.interpreter.trainable):
+            return self.interpreter(features, classifier_out).detach()
+
+    def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
+        """Self-contained folder: ``classifier.*`` and ``interpreter.*`` tensors, both configs."""
+        tensors, config, meta = classifier_checkpoint(self.classifier, self.classifier_config)
+        tensors = {**tensors, **prefixed("interpreter", self.interpreter.state_dict())}
+        interpreter_config = {"name": self.interpreter.registry_name}
+        interpreter_config |= self.interpreter.config_dict()
+        return tensors, {**config, "interpreter": interpreter_config}, meta
