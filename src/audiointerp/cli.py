@@ -20,6 +20,8 @@ from audiointerp.config import ConfigError
 from audiointerp.data.esc50 import ESC50_URL, DataError, prepare_esc50
 from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
+from audiointerp.evaluation import EvalConfig, evaluate
+from audiointerp.interpreters.nmf import import_nmf
 from audiointerp.interpreters.piq import import_piq
 from audiointerp.io import AudioError
 from audiointerp.models.speechbrain import import_cnn14, import_conv2d
@@ -93,6 +95,7 @@ IMPORTERS: dict[str, Callable[[Path, Path], Path]] = {
     "conv2d": import_conv2d,
     "cnn14": import_cnn14,
     "piq": import_piq,
+    "nmf": import_nmf,
 }
 
 
@@ -133,8 +136,9 @@ def _interpret(args: argparse.Namespace) -> int:
         except TargetError as error:
             raise UserError(str(error)) from error
     pairs = collect_inputs(args.inputs)
-    if not pairs:
-        raise UserError(f"no audio files (wav, flac, ogg, mp3) found in {args.inputs}")
+    if not any(path.exists() for path, _ in pairs):
+        inputs = " ".join(map(str, args.inputs))
+        raise UserError(f"no audio files (wav, flac, ogg, mp3) found in {inputs}")
     owners: dict[Path, Path] = {}
     for path, stem in pairs:
         if stem in owners:
@@ -179,8 +183,6 @@ def _add_interpret_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from audiointerp.evaluation import EvalConfig, evaluate
-
     config = EvalConfig(
         test_folds=tuple(args.test_folds),
         max_clips=args.max_clips,
@@ -225,7 +227,7 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from audiointerp.report import build_report
+    from audiointerp.report import build_report  # matplotlib loads only when reporting
 
     print(build_report(args.run_dir, args.out))
     return EXIT_OK
@@ -244,6 +246,36 @@ def _add_report_commands(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from audiointerp.demo import DemoError, print_summary, run_demo
+
+    try:
+        result = run_demo(args.out, args.data_folder, args.n_explained)
+    except DemoError as error:
+        print(f"audiointerp: demo stopped: {error}", file=sys.stderr)
+        return EXIT_PARTIAL
+    status = main(["interpret", str(result.model), *map(str, result.mixtures),
+                   "--out", str(result.out / "explained")])  # fmt: skip
+    print_summary(result)
+    return status
+
+
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="the main job on the embedded default: data, training, evaluation, report",
+        description="Generates the synthetic ESC-50-layout set and its mixtures, trains the "
+        "conv2d classifier, NMF, L2I and PIQ (short demo configs), evaluates them, builds "
+        "the HTML report and explains a few mixtures with `interpret`. Finished stages are "
+        "reused on the next run; interrupted ones resume.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder")
+    demo.add_argument("--data_folder", type=Path, help="ESC-50-layout folder (default: synthetic)")
+    demo.add_argument("--n_explained", type=_positive_int, default=3,
+                      help="mixtures explained with `interpret` at the end")  # fmt: skip
+    demo.set_defaults(func=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audiointerp",
@@ -256,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_interpret_command(sub)
     _add_eval_commands(sub)
     _add_report_commands(sub)
+    _add_demo_command(sub)
     return parser
 
 
