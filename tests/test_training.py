@@ -47,6 +47,9 @@ class ToyTask:
             "accuracy": (logits.argmax(-1) == labels).float(),
         }
 
+    def end_epoch(self) -> dict[str, float]:
+        return {"metric/weight_norm": float(self.model[2].weight.norm())}
+
     def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
         state = {f"toy.{k}": v for k, v in self.model.state_dict().items()}
         return state, {"name": "toy"}, {"class_names": ["a", "b", "c"]}
@@ -101,6 +104,16 @@ def test_loss_decreases_and_log_has_one_line_per_epoch(tmp_path: Path) -> None:
     assert log[-1]["train"]["loss"] < 0.6 * log[0]["train"]["loss"]
     assert log[-1]["valid"]["loss"] < 0.5 * log[0]["valid"]["loss"]
     assert log[-1]["valid"]["accuracy"] > 0.8
+    # the task's end-of-epoch statistics reach the train log (PIQ logs codebook usage so)
+    norms = [entry["train"]["metric/weight_norm"] for entry in log]
+    assert len(set(norms)) == 6 and norms[-1] == pytest.approx(
+        float(
+            torch.load(tmp_path / "train_state" / "state.pt", weights_only=True)["model"][
+                "2.weight"
+            ].norm()
+        ),
+        rel=1e-3,
+    )
 
 
 def test_same_seed_gives_bit_identical_weights(tmp_path: Path) -> None:

@@ -51,6 +51,11 @@ class Interpreter(nn.Module):
         """
         raise NotImplementedError
 
+    def end_epoch(self) -> dict[str, float]:
+        """Called after each training epoch; returns statistics for the log (e.g. codebook
+        usage). Runs on every rank under DDP."""
+        return {}
+
     def loss(
         self, features: Features, classifier_out: ClassifierOutput, classifier: Classifier
     ) -> dict[str, Tensor]:

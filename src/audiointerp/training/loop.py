@@ -84,6 +84,9 @@ class Task(Protocol):
     def validation_step(self, batch: Any) -> dict[str, Tensor]:
         """Per-example (B,) values (or batch scalars), averaged over the epoch by count."""
 
+    def end_epoch(self) -> dict[str, float]:
+        """After each training epoch, on every rank: extra statistics for the train log."""
+
     def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
         """(tensors, config, meta) of the ``model/`` checkpoint folder."""
 
@@ -216,7 +219,7 @@ class Trainer:
 
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             sampler.set_epoch(epoch)  # the shuffle is a function of seed + epoch
-            train_stats = self._train_epoch(step, loader, epoch)
+            train_stats = self._train_epoch(step, loader, epoch) | self.task.end_epoch()
             ddp.broadcast_buffers(self.task.model)  # all ranks validate one model
             valid_stats = self.evaluate(valid_set)
             if cfg.select_metric not in valid_stats:

@@ -56,6 +56,9 @@ class ClassifierTask:
             "accuracy": (logits.argmax(-1) == labels).float(),
         }
 
+    def end_epoch(self) -> dict[str, float]:
+        return {}
+
     def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
         return classifier_checkpoint(self.classifier, self.config)
 
@@ -114,11 +117,16 @@ class InterpreterTask:
             self.interpreter.mask_domain,
             reference_compatible=self.reference_compatible,
             method=self.interpreter.registry_name,
+            probabilities=classifier_out.probabilities,
         )
         if self.interpreter.trainable:
             terms = self.interpreter.loss(features, classifier_out, self.classifier)
             metrics |= {"loss": torch.stack(list(terms.values())).sum(), **terms}
         return metrics
+
+    def end_epoch(self) -> dict[str, float]:
+        """The interpreter's epoch statistics (PIQ: codebook usage, dead-code re-seeding)."""
+        return self.interpreter.end_epoch()
 
     def explain(self, features: Features, classifier_out: ClassifierOutput) -> Tensor:
         """The interpreter's mask (B, T, F) for the predicted class.

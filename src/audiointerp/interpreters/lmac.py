@@ -1,0 +1,259 @@
+"""L-MAC: listenable maps for audio classifiers (Paissan et al., arXiv 2403.13086).
+
+A decoder reads the frozen classifier's hidden representations and outputs a sigmoid
+mask over the linear-magnitude STFT. It is trained so that the masked-in spectrogram
+keeps the classifier's decision and the masked-out one loses it, with L1/TV regularisers
+keeping the mask small and smooth. Mask-in and mask-out go through
+:func:`audiointerp.features.apply_mask` and back through the classifier's own feature
+path (log1p-mel for CNN14, log1p for conv2d), with gradients reaching only the decoder.
+
+Decoders:
+
+* CNN14: the reference's ``CNN14PSI_stft`` topology (``convt1..convt9`` over block6,
+  block5, block4, block3; 236.7 M parameters at ``width`` 1, i.e. dim 2048). For a 431 x
+  80 log-mel input it produces 425 x 513; the skip sums crop/zero-pad the upsampled path
+  to the skip's size so other input sizes work too.
+* conv2d: four ConvTranspose2d(k4, s2, p1) layers that mirror the encoder's four strided
+  convolutions, each given the encoder's size at that level as ``output_size``, so the
+  mask comes out at exactly (T, F) (431 x 513 from the 26 x 32 map).
+
+Fitting the mask to the input (:func:`fit_mask_logits`): when the decoder's frequency
+axis differs from the input's F bins (CNN14 on non-reference STFT settings), the logits
+are linearly interpolated along frequency (end points aligned: 0 Hz and Nyquist); along
+time they are cropped, or padded by repeating the last decoded frame (the reference
+instead drops the input's trailing 6 frames). The sigmoid is applied after fitting.
+
+Differences from the reference, each with a switch where numbers are compared:
+
+* The L1 term is ``reg_w_l1 * mean|m|``; the reference sums a batch mean over the batch,
+  so its effective weight grows with the batch size (0.4 x 16 = 6.4 at its B = 16). Our
+  default ``reg_w_l1`` is that effective 6.4, whatever the batch size; ``reg_w_l1: 0.4``
+  with ``reference_l1_batch_scaling`` reproduces the reference exactly. (0.4 without the
+  scaling is 16x weaker than what the reference trained with: masks saturate at 1.)
+* TV is the mean squared difference between neighbouring frames plus that between
+  neighbouring bins (the reference's sum / 2B depends on the clip size and batch size;
+  its weight is 0 in the reference config anyway).
+* ``mask_domain`` defaults to ``linear`` (mask * |X|); ``log1p`` is the reference's.
+* The optional fine-tuning guidance on mixtures (``g_w``, cross-correlation gating) is
+  not implemented: training uses the in/out/L1/TV terms only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from audiointerp.config import ConfigError, from_dict, to_dict
+from audiointerp.features import Features, MaskDomain, apply_mask, fit_frames
+from audiointerp.interpreters.base import Interpreter
+from audiointerp.interpreters.registry import register
+from audiointerp.models.base import Classifier, ClassifierOutput
+from audiointerp.models.cnn14 import Cnn14Classifier
+from audiointerp.models.conv2d import Conv2dClassifier
+
+CNN14_DECODER_DIM = 2048  # the reference's CNN14PSI_stft(dim=2048)
+CONV2D_DECODER_DIM = 256  # the conv2d classifier's reference width
+
+
+@dataclass
+class LMACConfig:
+    """L-MAC decoder size, mask domain and loss weights (defaults: the reference's, with
+    its batch-scaled L1 weight made explicit).
+
+    Attributes:
+        width: decoder channels as a multiple of the reference (CNN14: 2048 ... 256;
+            conv2d: 256 ... 64).
+        mask_domain: ``linear`` (mask * |X|) or ``log1p`` (reference parity).
+        l_in_w: weight of the mask-in cross-entropy.
+        l_out_w: weight of the (negated) mask-out cross-entropy.
+        reg_w_l1: weight of mean |mask| (6.4: the reference's 0.4 x its batch size 16).
+        reg_w_tv: weight of the total variation of the mask.
+        reference_l1_batch_scaling: multiply the L1 term by the batch size, as the
+            reference does.
+    """
+
+    width: float = 1.0
+    mask_domain: MaskDomain = "linear"
+    l_in_w: float = 4.0
+    l_out_w: float = 0.2
+    reg_w_l1: float = 6.4
+    reg_w_tv: float = 0.0
+    reference_l1_batch_scaling: bool = False
+
+    def __post_init__(self) -> None:
+        if self.width <= 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+def _fit2d(x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
+    """Crop or zero-pad the last two axes of (B, C, H, W) to ``size`` (at the end)."""
+    return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
+
+
+class Cnn14MaskDecoder(nn.Module):
+    """The reference's ``CNN14PSI_stft``: CNN14 block outputs -> mask logits (B, T', F').
+
+    Args:
+        in_channels: channels of (block6, block5, block4, block3).
+        dim: decoder width (reference 2048); layers use dim, dim/2, dim/4, dim/8.
+    """
+
+    def __init__(self, in_channels: tuple[int, int, int, int], dim: int):
+        super().__init__()
+        c6, c5, c4, c3 = in_channels
+        d1, d2, d4, d8 = dim, max(1, dim // 2), max(1, dim // 4), max(1, dim // 8)
+        self.convt1 = nn.ConvTranspose2d(c6, d1, 3, (2, 4), 1)
+        self.convt2 = nn.ConvTranspose2d(c5, d1, 3, (2, 4), 1)
+        self.convt3 = nn.ConvTranspose2d(d1, d1, (7, 4), (2, 4), 1)
+        self.convt4 = nn.ConvTranspose2d(c4, d1, (5, 4), (2, 4), 1)
+        self.convt5 = nn.ConvTranspose2d(d1, d2, (3, 5), (2, 2), 1)
+        self.convt6 = nn.ConvTranspose2d(c3, d2, (3, 3), (2, 4), 1)
+        self.convt7 = nn.ConvTranspose2d(d2, d4, (4, 3), (2, 2), (0, 5))
+        self.convt8 = nn.ConvTranspose2d(d4, d8, (3, 4), (2, 2), (0, 2))
+        self.convt9 = nn.ConvTranspose2d(d8, 1, (1, 5), (1, 4), 0)
+
+    def forward(self, hidden: tuple[Tensor, ...]) -> Tensor:
+        """(block6, block5, block4, block3) -> (B, T', F') logits; 425 x 513 for 431 x 80."""
+        block6, block5, block4, block3 = hidden
+        h = F.relu(self.convt1(block6))  # (B, d, 25, 5)
+        skip = F.relu(self.convt2(block5))
+        h = _fit2d(h, skip.shape[-2:]) + skip
+        h = F.relu(self.convt3(h))  # (B, d, 53, 18)
+        skip = F.relu(self.convt4(block4))
+        h = _fit2d(h, skip.shape[-2:]) + skip
+        h = F.relu(self.convt5(h))  # (B, d/2, 105, 37)
+        skip = F.relu(self.convt6(block3))
+        h = _fit2d(h, skip.shape[-2:]) + skip
+        h = F.relu(self.convt7(h))  # (B, d/4, 212, 65)
+        h = self.convt8(h)  # (B, d/8, 425, 128); no ReLU here, as in the reference
+        return self.convt9(h).squeeze(1)  # (B, 425, 513)
+
+
+class Conv2dMaskDecoder(nn.Module):
+    """conv2d map (B, C, T/16, F/16) -> mask logits (B, T, F), mirroring the encoder.
+
+    Args:
+        in_channels: the classifier's encoder width.
+        dim: decoder width; layers use dim, dim/2, dim/4, then 1 output channel.
+    """
+
+    def __init__(self, in_channels: int, dim: int):
+        super().__init__()
+        widths = (in_channels, dim, max(1, dim // 2), max(1, dim // 4), 1)
+        self.layers = nn.ModuleList(
+            nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)
+            for c_in, c_out in zip(widths, widths[1:], strict=False)
+        )
+
+    def forward(self, hidden: tuple[Tensor, ...], frames: int, bins: int) -> Tensor:
+        """Upsample by 2 four times to the encoder's sizes T/8, T/4, T/2, T (same for F)."""
+        h = hidden[0]
+        for level, layer in zip((3, 2, 1, 0), self.layers, strict=True):
+            h = layer(h, output_size=(frames >> level, bins >> level))
+            if level > 0:
+                h = F.relu(h)
+        return h.squeeze(1)  # (B, T, F)
+
+
+def fit_mask_logits(logits: Tensor, frames: int, bins: int) -> Tensor:
+    """(B, T', F') logits -> (B, frames, bins): interpolate along F, crop/edge-pad along T."""
+    if logits.shape[-1] != bins:
+        logits = F.interpolate(
+            logits.unsqueeze(1), size=(logits.shape[1], bins), mode="bilinear", align_corners=True
+        ).squeeze(1)
+    return fit_frames(logits, frames, mode="edge")
+
+
+def total_variation(mask: Tensor) -> Tensor:
+    """Mean squared difference of neighbouring frames plus of neighbouring bins, (B, T, F) -> ()."""
+    along_time = (mask[:, 1:] - mask[:, :-1]).pow(2).mean()
+    along_freq = (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).mean()
+    return along_time + along_freq
+
+
+@register("lmac")
+class LMAC(Interpreter):
+    """Decoder over the classifier's hidden maps -> sigmoid mask (B, T, F) on |X|.
+
+    The mask explains the decision encoded in the hidden maps (the predicted class);
+    ``target`` is accepted for the common interface but does not change the mask.
+    """
+
+    config_class = LMACConfig
+
+    def __init__(self, config: LMACConfig, classifier: Classifier):
+        super().__init__()
+        self.config = config
+        self.mask_domain = config.mask_domain
+        if isinstance(classifier, Cnn14Classifier):
+            blocks = [getattr(classifier.encoder, f"conv_block{i}") for i in (6, 5, 4, 3)]
+            channels = tuple(block.conv2.out_channels for block in blocks)
+            dim = _scaled(CNN14_DECODER_DIM, config.width)
+            self.decoder: nn.Module = Cnn14MaskDecoder(channels, dim)
+        elif isinstance(classifier, Conv2dClassifier):
+            in_channels = classifier.encoder.conv1.out_channels
+            self.decoder = Conv2dMaskDecoder(in_channels, _scaled(CONV2D_DECODER_DIM, config.width))
+        else:
+            raise ConfigError(
+                f"interpreter lmac: no decoder for classifier {type(classifier).__name__}; "
+                "supported: conv2d, cnn14"
+            )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], classifier: Classifier) -> LMAC:
+        return cls(from_dict(LMACConfig, config, prefix="interpreter."), classifier)
+
+    def config_dict(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def mask_logits(self, features: Features, classifier_out: ClassifierOutput) -> Tensor:
+        """Decoder logits fitted to the input, (B, T, F)."""
+        frames, bins = features.magnitude.shape[1:]
+        if isinstance(self.decoder, Conv2dMaskDecoder):
+            logits = self.decoder(classifier_out.hidden, frames, bins)
+        else:
+            logits = self.decoder(classifier_out.hidden)
+        return fit_mask_logits(logits, frames, bins)
+
+    def forward(
+        self, features: Features, classifier_out: ClassifierOutput, target: Tensor | None = None
+    ) -> Tensor:
+        """Sigmoid mask (B, T, F) in [0, 1] over the input's linear magnitude."""
+        return torch.sigmoid(self.mask_logits(features, classifier_out))
+
+    def loss(
+        self, features: Features, classifier_out: ClassifierOutput, classifier: Classifier
+    ) -> dict[str, Tensor]:
+        """Weighted terms: mask-in CE, minus mask-out CE, L1 and TV of the mask.
+
+        The class is the classifier's prediction on the input; the classifier should be
+        frozen (eval mode, no parameter gradients): only the mask receives gradients.
+        """
+        cfg = self.config
+        mask = self(features, classifier_out)  # (B, T, F)
+        predicted = classifier_out.prediction.detach()
+        magnitude = features.magnitude.detach()
+        masked = torch.cat(
+            [
+                apply_mask(mask, magnitude, self.mask_domain),  # mask-in
+                apply_mask(1.0 - mask, magnitude, self.mask_domain),  # mask-out
+            ]
+        )
+        logits_in, logits_out = classifier(masked).logits.chunk(2)  # one pass for both
+        l1 = mask.abs().mean()
+        if cfg.reference_l1_batch_scaling:
+            l1 = l1 * mask.shape[0]
+        return {
+            "loss/in": cfg.l_in_w * F.cross_entropy(logits_in, predicted),
+            "loss/out": -cfg.l_out_w * F.cross_entropy(logits_out, predicted),
+            "loss/l1": cfg.reg_w_l1 * l1,
+            "loss/tv": cfg.reg_w_tv * total_variation(mask),
+        }
