@@ -56,7 +56,11 @@ class EnergyControl(Interpreter):
 
 @register("random")
 class RandomControl(Interpreter):
-    """Uniform [0, 1) mask drawn from ``seed`` on every call (a floor for every metric)."""
+    """Uniform [0, 1) mask, a floor for every metric.
+
+    Each clip's mask is drawn from ``seed`` plus a fingerprint of that clip's magnitude, so
+    it is reproducible and does not depend on the clip's batch-mates or position.
+    """
 
     trainable = False
 
@@ -75,9 +79,12 @@ class RandomControl(Interpreter):
     def forward(
         self, features: Features, classifier_out: ClassifierOutput, target: Tensor | None = None
     ) -> Tensor:
-        generator = torch.Generator().manual_seed(self.seed)
-        mask = torch.rand(features.magnitude.shape, generator=generator)
-        return mask.to(features.magnitude)
+        masks = []
+        for magnitude in features.magnitude.detach().cpu().double():
+            fingerprint = int(magnitude.sum().item() * 1e4) % (2**31)
+            generator = torch.Generator().manual_seed(self.seed + fingerprint)
+            masks.append(torch.rand(magnitude.shape, generator=generator))
+        return torch.stack(masks).to(features.magnitude)
 
 
 @register("ones")
