@@ -59,6 +59,8 @@ def test_train_then_test_only_gives_the_same_metrics(tmp_path: Path) -> None:
     assert "dim: 4" in config and "seed: 3" in config
     checkpoint = load_checkpoint(out / "model")
     assert checkpoint.meta["class_names"] == list(per_class)
+    # how inputs were prepared travels with the model folder (window length, scaling)
+    assert (checkpoint.meta["duration_s"], checkpoint.meta["normalization"]) == (1.0, "peak")
     assert checkpoint.tensors["classifier.encoder.conv1.weight"].shape[0] == 4
     state = torch.load(out / "train_state/state.pt", weights_only=True)
     assert state["epoch"] == 2

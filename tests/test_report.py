@@ -38,7 +38,7 @@ def make_evaluated_run(root: Path) -> Path:
     tensors |= prefixed("interpreter", interpreter.state_dict())
     checkpoint_config["interpreter"] = {"name": "piq", **interpreter.config_dict()}
     run = root / "run"
-    save_checkpoint(run / "model", tensors, checkpoint_config, {**meta, "clip_seconds": 1.0})
+    save_checkpoint(run / "model", tensors, checkpoint_config, {**meta, "duration_s": 1.0})
     args = ["eval", str(run), "--data_folder", str(data), "--n_mixtures", "2"]
     assert main([*args, "--n_examples", "1"]) == 0
     assert main(["report", str(run)]) == 0

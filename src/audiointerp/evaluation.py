@@ -120,7 +120,7 @@ def load_methods(model_dir: str | os.PathLike) -> list[Method]:
     folder = checkpoint_folder(model_dir)
     checkpoint = load_checkpoint(folder)
     meta = checkpoint.meta
-    clip_seconds = float(meta.get("clip_seconds", 5.0))
+    clip_seconds = float(meta.get("duration_s", 5.0))
     normalization = str(meta.get("normalization", "peak"))
     section = checkpoint.config.get("interpreter")
     methods = []

@@ -143,9 +143,17 @@ class _TrainingStep(nn.Module):
 class Trainer:
     """Trains ``task.model`` with Adam + schedule; see the module docstring for the files."""
 
-    def __init__(self, task: Task, config: TrainConfig, output_folder: str | os.PathLike):
+    def __init__(
+        self,
+        task: Task,
+        config: TrainConfig,
+        output_folder: str | os.PathLike,
+        meta: dict[str, Any] | None = None,
+    ):
+        """``meta``: extra entries for the best checkpoint's meta.json (e.g. clip length)."""
         self.task = task
         self.config = config
+        self.meta = dict(meta or {})
         self.output_folder = Path(output_folder)
         self.env, self.device = ddp.init_distributed(config.device)
         self.task.to(self.device)
@@ -282,7 +290,7 @@ class Trainer:
         if not self.env.is_main:
             return
         tensors, config, meta = self.task.checkpoint()
-        meta = {**meta, "epoch": epoch, "valid": valid_stats}
+        meta = {**meta, **self.meta, "epoch": epoch, "valid": valid_stats}
         save_checkpoint(self.output_folder / "model", tensors, config, meta)
 
     def _save_state(

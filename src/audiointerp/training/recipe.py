@@ -131,6 +131,12 @@ def dataset(config: RecipeConfig, folds: list[int], classifier: Classifier) -> E
     )
 
 
+def input_meta(config: RecipeConfig) -> dict[str, Any]:
+    """How the model's inputs were prepared; saved in meta.json so a ``model/`` folder
+    copied out of its run still explains with the right window and scaling."""
+    return {"duration_s": config.duration_s, "normalization": config.normalization}
+
+
 def run_guarded(main: Callable[[], None]) -> int:
     """Run a recipe: user errors become one line on stderr and exit status 2."""
     try:
@@ -176,7 +182,8 @@ def train_classifier(config: ClassifierRecipeConfig) -> dict[str, Any] | None:
         )
         seed_everything(config.train.seed)
         classifier = build_classifier(config.classifier, class_names)
-        trainer = Trainer(ClassifierTask(classifier, config.classifier), config.train, folder)
+        task = ClassifierTask(classifier, config.classifier)
+        trainer = Trainer(task, config.train, folder, input_meta(config))
         if trainer.env.is_main:
             save_config(config, folder / "config.yaml")
         trainer.fit(
@@ -326,7 +333,7 @@ def train_interpreter(method_name: str, config: Any, hparams_dir: Path) -> dict 
         task = InterpreterTask(
             interpreter, classifier, classifier_config, config.reference_compatible
         )
-        trainer = Trainer(task, config.train, folder)
+        trainer = Trainer(task, config.train, folder, input_meta(config))
         if trainer.env.is_main:
             save_config(config, folder / "config.yaml")
         trainer.fit(
