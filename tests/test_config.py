@@ -127,3 +127,15 @@ def test_save_config_round_trip(tmp_path: Path) -> None:
     path = save_config(config, tmp_path / "run" / "config.yaml")
     assert yaml.safe_load(path.read_text())["optim"]["lr"] == 0.5
     assert load_config(Recipe, path) == config
+
+
+def test_describe_lists_every_overridable_key() -> None:
+    from audiointerp.config import describe
+
+    lines = describe(Recipe)
+    keys = [line.split()[0] for line in lines]
+    assert keys == [
+        "--data_folder", "--epochs", "--test_only", "--device", "--limit",
+        "--optim.lr", "--optim.betas",
+    ]  # fmt: skip
+    assert "default: 10" in lines[1]

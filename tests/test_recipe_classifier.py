@@ -197,3 +197,11 @@ def test_interpreter_runner_trains_classifier_first_then_interpreter(
         ]  # fmt: skip
         original_audio = load_audio(folder / "original.wav", None)
         assert load_audio(folder / "interpretation.wav", None).shape == original_audio.shape
+
+
+@pytest.mark.parametrize("script", ["train_classifier", "train_piq", "train_l2i", "train_nmf"])
+def test_recipe_scripts_have_help(script: str) -> None:
+    path = SCRIPT.parent / f"{script}.py"
+    shown = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.startswith(f"usage: python {script}.py")
+    assert "--data_folder" in shown.stdout and "--output_folder" in shown.stdout

@@ -1,6 +1,6 @@
 """Train and test an ESC-50 classifier (conv2d or CNN14, by hparams file).
 
-    python train_classifier.py hparams/conv2d.yaml [--data_folder=DIR] [--test_only]
+python train_classifier.py hparams/conv2d.yaml [--data_folder=DIR] [--test_only]
 """
 
 import sys

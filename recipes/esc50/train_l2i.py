@@ -22,6 +22,7 @@ from audiointerp.training.recipe import (
     resolve_hparams,
     run_guarded,
     run_interpreter_recipe,
+    wants_help,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +54,8 @@ def dictionary_folder(config: Any, hparams_dir: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
+    if wants_help(argv, interpreter_recipe_class("l2i"), "train_l2i.py"):
+        return 0
     dictionary: list[str] = []
 
     def prepare() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from audiointerp.config import load_config
 from audiointerp.interpreters.nmf import NMFRecipeConfig, train_nmf_recipe
-from audiointerp.training.recipe import resolve_hparams, run_guarded
+from audiointerp.training.recipe import resolve_hparams, run_guarded, wants_help
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,6 +22,8 @@ def main(argv: list[str]) -> int:
         hparams = resolve_hparams(argv[0] if argv else "hparams/nmf.yaml", HERE)
         train_nmf_recipe(load_config(NMFRecipeConfig, hparams, argv[1:]))
 
+    if wants_help(argv, NMFRecipeConfig, "train_nmf.py"):
+        return 0
     return run_guarded(run)
 
 

@@ -213,6 +213,19 @@ def load_config(cls: type[T], path: str | Path | None = None, argv: list[str] | 
     return apply_overrides(config, parse_overrides(argv or []))
 
 
+def describe(cls: type, prefix: str = "") -> list[str]:
+    """One line per overridable key: ``--dotted.key (type, default: value)``."""
+    lines = []
+    instance = cls()
+    for name, tp in _field_types(cls).items():
+        value = getattr(instance, name)
+        if dataclasses.is_dataclass(tp):
+            lines.extend(describe(tp, f"{prefix}{name}."))
+        else:
+            lines.append(f"  --{prefix}{name}  ({_type_name(tp)}, default: {value!r})")
+    return lines
+
+
 def save_config(config: Any, path: str | Path) -> Path:
     """Write the effective config as YAML (atomically), so a run records what it used."""
     return write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -37,6 +37,7 @@ from audiointerp.checkpoints import CheckpointError, load_checkpoint
 from audiointerp.config import (
     ConfigError,
     apply_overrides,
+    describe,
     from_dict,
     load_yaml,
     parse_overrides,
@@ -137,6 +138,19 @@ def input_meta(config: RecipeConfig) -> dict[str, Any]:
     return {"duration_s": config.duration_s, "normalization": config.normalization}
 
 
+def wants_help(argv: list[str], cls: type, script: str) -> bool:
+    """Print the recipe's usage and every overridable key when ``-h``/``--help`` is given."""
+    if not {"-h", "--help"} & set(argv):
+        return False
+    print(f"usage: python {script} HPARAMS.yaml [--key=value | --key value | --flag ...]\n")
+    print("Trains (or with --test_only evaluates) as configured by HPARAMS.yaml (relative to")
+    print("the working directory or to hparams/ beside the script); every key below can be")
+    print("overridden on the command line. Exit status: 0 ok, 2 bad usage/config/data,")
+    print("130 interrupted (run the same command again to resume).\n")
+    print("\n".join(describe(cls)))
+    return True
+
+
 def run_guarded(main: Callable[[], None]) -> int:
     """Run a recipe: user errors become one line on stderr and exit status 2."""
     try:
@@ -170,6 +184,8 @@ def run_classifier_recipe(argv: list[str], script_dir: Path | None = None) -> in
         config, _ = load_recipe_config(ClassifierRecipeConfig, argv, script_dir)
         train_classifier(config)
 
+    if wants_help(argv, ClassifierRecipeConfig, "train_classifier.py"):
+        return 0
     return run_guarded(main)
 
 
@@ -295,6 +311,10 @@ def run_interpreter_recipe(
         )
         train_interpreter(method_name, config, hparams.parent)
 
+    if method_name in INTERPRETERS and wants_help(
+        argv, interpreter_recipe_class(method_name), f"train_{method_name}.py"
+    ):
+        return 0
     return run_guarded(main)
 
 
