@@ -63,7 +63,7 @@ from audiointerp.models import (
     load_classifier,
 )
 from audiointerp.training import ddp
-from audiointerp.training.loop import TrainConfig, Trainer, evaluate, seed_everything
+from audiointerp.training.loop import Task, TrainConfig, Trainer, evaluate, seed_everything
 from audiointerp.training.tasks import ClassifierTask, InterpreterTask
 
 USER_ERRORS = (ConfigError, CheckpointError, AudioError, DataError, FileNotFoundError)
@@ -151,6 +151,20 @@ def wants_help(argv: list[str], cls: type, script: str) -> bool:
     return True
 
 
+def fit(task: Task, config: RecipeConfig, classifier: Classifier) -> None:
+    """Train ``task`` on the train folds, selecting on the valid folds; rank 0 writes the
+    run folder. Every rank leaves the process group afterwards (testing runs on rank 0)."""
+    folder = Path(config.output_folder)
+    trainer = Trainer(task, config.train, folder, input_meta(config))
+    if trainer.env.is_main:
+        save_config(config, folder / "config.yaml")
+    trainer.fit(
+        dataset(config, config.splits.train_folds, classifier),
+        dataset(config, config.splits.valid_folds, classifier),
+    )
+    ddp.shutdown()
+
+
 def run_guarded(main: Callable[[], None]) -> int:
     """Run a recipe: user errors become one line on stderr and exit status 2."""
     try:
@@ -198,15 +212,7 @@ def train_classifier(config: ClassifierRecipeConfig) -> dict[str, Any] | None:
         )
         seed_everything(config.train.seed)
         classifier = build_classifier(config.classifier, class_names)
-        task = ClassifierTask(classifier, config.classifier)
-        trainer = Trainer(task, config.train, folder, input_meta(config))
-        if trainer.env.is_main:
-            save_config(config, folder / "config.yaml")
-        trainer.fit(
-            dataset(config, config.splits.train_folds, classifier),
-            dataset(config, config.splits.valid_folds, classifier),
-        )
-        ddp.shutdown()  # every rank leaves the group; testing runs on rank 0 alone
+        fit(ClassifierTask(classifier, config.classifier), config, classifier)
     if not ddp.launched_as_main():
         return None
     classifier, _ = load_classifier(saved_model(folder))
@@ -353,14 +359,7 @@ def train_interpreter(method_name: str, config: Any, hparams_dir: Path) -> dict 
         task = InterpreterTask(
             interpreter, classifier, classifier_config, config.reference_compatible
         )
-        trainer = Trainer(task, config.train, folder, input_meta(config))
-        if trainer.env.is_main:
-            save_config(config, folder / "config.yaml")
-        trainer.fit(
-            dataset(config, config.splits.train_folds, classifier),
-            dataset(config, config.splits.valid_folds, classifier),
-        )
-        ddp.shutdown()  # every rank leaves the group; testing runs on rank 0 alone
+        fit(task, config, classifier)
     if not ddp.launched_as_main():
         return None
     if trainable:
