@@ -13,29 +13,18 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor
+from toys import BandClassifier
 
 from audiointerp.features import FeatureConfig, Features
 from audiointerp.interpreters.base import Interpreter, resolve_target
 from audiointerp.longaudio import OverlapAdd, frame_weights, plan_windows, sample_weights
-from audiointerp.models.base import Classifier, ClassifierOutput
+from audiointerp.models.base import ClassifierOutput
 from audiointerp.pipeline import Explainer
 
 RATE = 8000
 FEATURES = FeatureConfig(sample_rate=RATE, n_fft=256, hop_ms=16.0, win_ms=32.0)  # hop 128
 HOP = FEATURES.hop_length
 WINDOW_S = 0.5  # 4000 samples: 31.25 hops, so windows and hops never line up by chance
-
-
-class BandClassifier(Classifier):
-    """Class c scores the mean log1p magnitude of its own equal share of the bins."""
-
-    def input_features(self, linear_magnitude: Tensor) -> Tensor:
-        return torch.log1p(linear_magnitude)
-
-    def forward_features(self, inputs: Tensor) -> ClassifierOutput:
-        bands = inputs.mean(dim=1).tensor_split(self.n_classes, dim=-1)  # C x (B, F/C)
-        scores = torch.stack([band.mean(dim=-1) for band in bands], dim=-1)  # (B, C)
-        return ClassifierOutput(20.0 * scores, scores, ())
 
 
 class OnesInterpreter(Interpreter):

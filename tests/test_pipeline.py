@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 from torch import Tensor, nn
+from toys import BandClassifier
 
 from audiointerp.checkpoints import CheckpointError, prefixed, save_checkpoint
 from audiointerp.features import FeatureConfig, Features
@@ -34,18 +35,6 @@ from audiointerp.pipeline import Explainer, TargetError
 RATE = 8000
 FEATURES = FeatureConfig(sample_rate=RATE, n_fft=256, hop_ms=16.0, win_ms=32.0)  # hop 128
 THRESHOLD_NAME = "test-pipeline-threshold"
-
-
-class BandClassifier(Classifier):
-    """Class c scores the mean log1p magnitude of its own equal share of the bins."""
-
-    def input_features(self, linear_magnitude: Tensor) -> Tensor:
-        return torch.log1p(linear_magnitude)
-
-    def forward_features(self, inputs: Tensor) -> ClassifierOutput:
-        bands = inputs.mean(dim=1).tensor_split(self.n_classes, dim=-1)  # C x (B, F/C)
-        scores = torch.stack([band.mean(dim=-1) for band in bands], dim=-1)  # (B, C)
-        return ClassifierOutput(20.0 * scores, scores, ())
 
 
 class BandOracle(Interpreter):
