@@ -25,8 +25,8 @@ METRIC_KEYS = ("AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "si_snri",
                "classifier_accuracy")  # fmt: skip
 
 
-def make_evaluated_run(root: Path) -> Path:
-    """Synthetic data (2 classes, 1-s clips), a tiny PIQ run folder, evaluated and reported."""
+def make_model_run(root: Path) -> tuple[Path, Path]:
+    """(data folder, run folder): synthetic data (2 classes, 1-s clips) and a tiny PIQ run."""
     data = generate_synthetic(root / "data", n_classes=2, clips_per_class=5, sample_rate=16000,
                               duration_s=1.0)  # fmt: skip
     names = class_names_from_metadata(read_metadata(data), (1, 2, 3))
@@ -39,8 +39,14 @@ def make_evaluated_run(root: Path) -> Path:
     checkpoint_config["interpreter"] = {"name": "piq", **interpreter.config_dict()}
     run = root / "run"
     save_checkpoint(run / "model", tensors, checkpoint_config, {**meta, "duration_s": 1.0})
+    return data, run
+
+
+def make_evaluated_run(root: Path) -> Path:
+    """The tiny PIQ run evaluated (its own methods only: no --methods) and reported."""
+    data, run = make_model_run(root)
     args = ["eval", str(run), "--data_folder", str(data), "--n_mixtures", "2"]
-    assert main([*args, "--n_examples", "1"]) == 0
+    assert main([*args, "--n_examples", "1", "--methods"]) == 0
     assert main(["report", str(run)]) == 0
     return run
 
@@ -63,6 +69,9 @@ def test_metrics_json_holds_every_method_and_metric(run_dir: Path) -> None:
     assert piq["classifier_accuracy"] == energy["classifier_accuracy"]  # one classifier
     assert energy["sanity_passed"] is False and energy["sanity_rank_correlation"] == 1.0
     assert energy["control"] is True and piq["control"] is False
+    assert energy["bound"] is False and piq["bound"] is False
+    assert piq["classifier_id"] == energy["classifier_id"] and len(piq["classifier_id"]) == 8
+    assert metrics["ranking"]["si_snri"] == ["piq_conv2d"]  # the energy control is not ranked
     assert metrics["oracle"]["si_snri"] > 3.0  # the ideal ratio mask separates
     assert piq["oracle_si_snri"] == metrics["oracle"]["si_snri"]
     assert metrics["mixture"]["si_snri"] == 0.0
@@ -134,3 +143,6 @@ def test_eval_options_parse() -> None:
     assert [str(p) for p in args.model_dirs] == ["a", "b"]
     assert str(args.data_folder) == "d" and str(args.mixtures) == "m"
     assert args.reference_compatible is True and args.out is None
+    assert args.methods == ["random", "ones"]  # the bounds, by default
+    args = build_parser().parse_args(["eval", "a", "--data_folder=d", "--methods"])
+    assert args.methods == []

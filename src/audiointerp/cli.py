@@ -20,7 +20,7 @@ from audiointerp.config import ConfigError
 from audiointerp.data.esc50 import ESC50_URL, DataError, prepare_esc50
 from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
-from audiointerp.evaluation import EvalConfig, evaluate
+from audiointerp.evaluation import BOUND_METHODS, EvalConfig, evaluate
 from audiointerp.interpreters.nmf import import_nmf
 from audiointerp.interpreters.piq import import_piq
 from audiointerp.io import AudioError
@@ -187,8 +187,11 @@ def _eval(args: argparse.Namespace) -> int:
         test_folds=tuple(args.test_folds),
         max_clips=args.max_clips,
         n_mixtures=args.n_mixtures,
+        max_mixtures=args.max_mixtures,
+        sanity_clips=args.sanity_clips,
         n_examples=args.n_examples,
         batch_size=args.batch_size,
+        methods=tuple(args.methods),
     )
     evaluate(
         args.model_dirs,
@@ -206,7 +209,8 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="faithfulness, mixture SI-SNRi, sanity check and speed of trained models",
         description="For each model folder: its interpreter and the 'energy' negative control "
-        "on its classifier. Writes metrics.json, metrics.csv and examples/ into --out "
+        "on its classifier; then the --methods built on the first folder's classifier. Writes "
+        "metrics.json (with each metric's ranking), metrics.csv and examples/ into --out "
         "(default: the first model's run folder) and prints the table.",
     )
     evaluation.add_argument("model_dirs", nargs="+", type=Path, metavar="MODEL_DIR",
@@ -221,6 +225,14 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--test_folds", type=_positive_int, nargs="+", default=[5])
     evaluation.add_argument("--max_clips", type=_positive_int, help="cap on test clips")
     evaluation.add_argument("--n_mixtures", type=_positive_int, default=16)
+    evaluation.add_argument("--max_mixtures", type=_positive_int, help="cap on mixtures used")
+    evaluation.add_argument("--sanity_clips", type=_positive_int, default=8,
+                            help="clips and mixtures the sanity check re-explains")  # fmt: skip
+    evaluation.add_argument("--methods", nargs="*", default=list(BOUND_METHODS), metavar="NAME",
+                            help="interpreters built on the first folder's classifier, e.g. "
+                            "saliency gradcam integrated_gradients occlusion random ones "
+                            f"(default: {' '.join(BOUND_METHODS)}, the bounds; none: only the "
+                            "folders' own)")  # fmt: skip
     evaluation.add_argument("--n_examples", type=int, default=2, help="examples per method")
     evaluation.add_argument("--batch_size", type=_positive_int, default=8)
     evaluation.set_defaults(func=_eval)

@@ -1,13 +1,17 @@
 """One evaluation for every model folder: faithfulness, mixtures, sanity check, speed.
 
 For each model folder (a trained interpreter, or a classifier alone) we evaluate its
-interpreter and, always, the ``energy`` negative control on the same classifier:
+interpreter and, always, the ``energy`` negative control on the same classifier. The
+methods named in :attr:`EvalConfig.methods` (gradient baselines, the ``random`` and
+``ones`` bounds) are built on the first folder's classifier and evaluated the same way:
 
 * faithfulness (AI, AD, AG, FF, fid_in, SPS, COMP) and classifier accuracy on the test folds;
 * SI-SNR(i) on two-class mixtures of the test folds, beside the ideal-ratio-mask oracle;
 * the model-randomisation sanity check;
 * explanation clips/s (STFT, classifier, mask, synthesis).
 
+Each row names the classifier it explained (``classifier_id``, a hash of its tensors), and
+``metrics.json["ranking"]`` orders the compared methods on every metric, best first.
 Writes ``metrics.json``, ``metrics.csv`` and ``examples/`` (audio and mask arrays of a few
 examples per method, read by :mod:`audiointerp.report`) into the output folder.
 """
@@ -15,6 +19,7 @@ examples per method, read by :mod:`audiointerp.report`) into the output folder.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -32,11 +37,14 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from audiointerp import interpreters  # noqa: F401  (registers every method)
 from audiointerp.checkpoints import CheckpointError, load_checkpoint
+from audiointerp.config import ConfigError
 from audiointerp.data.esc50 import ESC50Dataset
 from audiointerp.data.mixtures import MixtureDataset, make_mixtures
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.controls import EnergyControl
+from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
 from audiointerp.io import save_audio, write_text_atomic
 from audiointerp.metrics.faithfulness import METRIC_NAMES, faithfulness_metrics
 from audiointerp.metrics.sanity import SANITY_THRESHOLD, sanity_check
@@ -52,6 +60,7 @@ METRICS_JSON, METRICS_CSV, EXAMPLES_DIR, EXAMPLES_INDEX = (
 )
 CSV_COLUMNS = (
     "method",
+    "classifier_id",
     "classifier_accuracy",
     *METRIC_NAMES,
     "si_snri",
@@ -60,6 +69,21 @@ CSV_COLUMNS = (
     "sanity_rank_correlation",
     "clips_per_s",
 )
+BOUND_METHODS = ("random", "ones")  # floor and "the whole input": shown as bounds
+CONTROL_METHODS = ("energy", *BOUND_METHODS)  # interpreters that explain nothing
+# Ranked metrics: True when higher is better.
+METRIC_DIRECTIONS = {
+    "AI": True,
+    "AD": False,
+    "AG": True,
+    "FF": True,
+    "fid_in": True,
+    "SPS": True,
+    "COMP": False,
+    "si_snri": True,
+    "si_snri_oracle_fraction": True,
+    "clips_per_s": True,
+}
 
 
 @dataclass
@@ -71,11 +95,14 @@ class EvalConfig:
         max_clips: cap on test clips (None: all).
         n_mixtures: mixtures created when no mixture folder is given.
         max_mixtures: cap on mixtures used (None: all).
-        sanity_clips: clips whose masks the sanity check compares.
+        sanity_clips: clips whose masks the sanity check compares (and mixtures whose
+            SI-SNRi it re-measures), so slow methods stay bounded.
         sanity_threshold: the check passes iff the mean rank correlation is below it.
         n_examples: examples per method (clips and mixtures each) saved for the report.
         batch_size: clips per forward pass.
         seed: mixture drawing and weight re-initialisation.
+        methods: registered interpreters with nothing to train (see
+            :func:`classifier_methods`) built on the first folder's classifier.
     """
 
     test_folds: tuple[int, ...] = (5,)
@@ -87,6 +114,22 @@ class EvalConfig:
     n_examples: int = 2
     batch_size: int = 8
     seed: int = 0
+    methods: tuple[str, ...] = BOUND_METHODS
+
+    def __post_init__(self) -> None:
+        self.methods = tuple(self.methods)
+        known = classifier_methods()
+        unknown = [name for name in self.methods if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"eval methods: unknown {', '.join(map(repr, unknown))}; methods built on a "
+                f"classifier: {', '.join(known)} (trained interpreters come from model folders)"
+            )
+
+
+def classifier_methods() -> list[str]:
+    """Registered interpreters that need no training, so any classifier can host them."""
+    return sorted(name for name, cls in INTERPRETERS.items() if not cls.trainable)
 
 
 @dataclass
@@ -99,6 +142,7 @@ class Method:
     model_dir: Path
     clip_seconds: float
     normalization: str
+    classifier_name: str  # e.g. "conv2d"
 
 
 def checkpoint_folder(path: str | os.PathLike) -> Path:
@@ -123,22 +167,49 @@ def load_methods(model_dir: str | os.PathLike) -> list[Method]:
     clip_seconds = float(meta.get("duration_s", 5.0))
     normalization = str(meta.get("normalization", "peak"))
     section = checkpoint.config.get("interpreter")
+    classifier_name = str(checkpoint.config["classifier"]["name"])
     methods = []
     if isinstance(section, dict) and "name" in section:
         explainer = Explainer.from_pretrained(folder)
-        classifier = explainer.classifier
-        name = f"{section['name']}_{checkpoint.config['classifier']['name']}"
+        classifier, interpreter = explainer.classifier, explainer.interpreter
+        name = f"{section['name']}_{classifier_name}"
         methods.append(
-            Method(name, classifier, explainer.interpreter, folder, clip_seconds, normalization)
-        )
+            Method(name, classifier, interpreter, folder, clip_seconds, normalization,
+                   classifier_name)
+        )  # fmt: skip
     else:
         classifier, _ = load_classifier(folder)
         classifier.requires_grad_(False)
-    control = f"energy_{checkpoint.config['classifier']['name']}"
     methods.append(
-        Method(control, classifier, EnergyControl(), folder, clip_seconds, normalization)
-    )
+        Method(f"energy_{classifier_name}", classifier, EnergyControl(), folder, clip_seconds,
+               normalization, classifier_name)
+    )  # fmt: skip
     return methods
+
+
+def build_methods(host: Method, names: Sequence[str]) -> list[Method]:
+    """Interpreters ``names`` built on ``host``'s classifier, named ``<name>_<classifier>``."""
+    return [
+        Method(
+            f"{name}_{host.classifier_name}",
+            host.classifier,
+            build_interpreter(name, {}, host.classifier),
+            host.model_dir,
+            host.clip_seconds,
+            host.normalization,
+            host.classifier_name,
+        )
+        for name in names
+    ]
+
+
+def classifier_id(classifier: Classifier) -> str:
+    """First 8 hex digits of a SHA-256 over the classifier's tensors (names, shapes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(classifier.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:8]
 
 
 def load_test_clips(
@@ -227,9 +298,10 @@ def evaluate_method(
         "clips_per_s": len(waveforms) / seconds if seconds > 0 else math.nan,
         "n_clips": len(waveforms),
         "interpreter": method.interpreter.registry_name,
-        "classifier": method.name.split("_", 1)[-1],
+        "classifier": method.classifier_name,
         "mask_domain": method.interpreter.mask_domain,
-        "control": not method.interpreter.trainable,
+        "control": method.interpreter.registry_name in CONTROL_METHODS,
+        "bound": method.interpreter.registry_name in BOUND_METHODS,
         "model_dir": str(method.model_dir),
     }
     si_snri_before = None
@@ -237,14 +309,15 @@ def evaluate_method(
         summary = evaluate_mixtures(parts, mixtures, config.batch_size).summary()
         si_snri_before = summary["si_snri"]
         row |= summary
+    sanity_mixtures = mixtures[: config.sanity_clips]
     sanity = sanity_check(
         parts,
         waveforms[: config.sanity_clips],
-        mixtures,
+        sanity_mixtures,
         threshold=config.sanity_threshold,
         seed=config.seed,
         batch_size=config.batch_size,
-        si_snri_before=si_snri_before,
+        si_snri_before=si_snri_before if len(sanity_mixtures) == len(mixtures) else None,
     )
     row |= {
         "sanity_passed": sanity["sanity_passed"],
@@ -283,7 +356,8 @@ def evaluate(
         reference_compatible: faithfulness with the reference recipe's formulas.
 
     Methods are named ``<interpreter>_<classifier>``; when two folders give the same name
-    (e.g. both add ``energy_conv2d``), the first folder's is evaluated.
+    (e.g. both add ``energy_conv2d``), the first folder's is evaluated. ``config.methods``
+    are built on the first folder's classifier and evaluated after the folders' own.
 
     Returns:
         The metrics.json mapping: {"methods": {name: {...}}, "oracle": {...}, ...}.
@@ -296,6 +370,8 @@ def evaluate(
         for method in load_methods(model_dir):
             methods.setdefault(method.name, method)
     first = next(iter(methods.values()))
+    for method in build_methods(first, config.methods):
+        methods.setdefault(method.name, method)
     if mixtures is None:
         mixtures = make_mixtures(
             data_folder,
@@ -310,6 +386,7 @@ def evaluate(
     saved: dict[str, list[dict[str, Any]]] = {}
     staging = Path(tempfile.mkdtemp(prefix=f".{EXAMPLES_DIR}.", dir=_made(out)))
     inputs: dict[tuple, tuple[tuple[Tensor, Tensor, list[str]], list[dict]]] = {}
+    hashes: dict[int, str] = {}  # id(classifier) -> classifier_id
     try:
         for method in methods.values():
             classifier = method.classifier
@@ -324,7 +401,9 @@ def evaluate(
             row, examples = evaluate_method(
                 method, clips, mixture_items, config, reference_compatible
             )
-            rows[method.name] = row
+            if id(classifier) not in hashes:
+                hashes[id(classifier)] = classifier_id(classifier)
+            rows[method.name] = {"classifier_id": hashes[id(classifier)], **row}
             saved[method.name] = save_examples(
                 staging / method.name, method, clips, examples, mixture_items, config
             )
@@ -344,10 +423,45 @@ def evaluate(
         "test_folds": list(config.test_folds),
     }
     result = _json_safe(result)
+    result["ranking"] = rank_methods(result["methods"])
     write_text_atomic(out / METRICS_JSON, json.dumps(result, indent=2) + "\n")
     write_text_atomic(out / METRICS_CSV, metrics_csv(result))
     print(format_table(result))
     return result
+
+
+def rank_methods(rows: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Per metric of :data:`METRIC_DIRECTIONS`, method names best first.
+
+    Ranked: every method except the controls, plus the controls shown as bounds
+    (``random``, ``ones``); rows without a finite value are left out; ties keep table order.
+    """
+    ranked = {name: row for name, row in rows.items() if row.get("bound") or not row.get("control")}
+    ranking = {}
+    for metric, higher in METRIC_DIRECTIONS.items():
+        scored = [
+            (float(row[metric]), name)
+            for name, row in ranked.items()
+            if _is_number(row.get(metric)) and math.isfinite(row[metric])
+        ]
+        scored.sort(key=lambda item: -item[0] if higher else item[0])
+        ranking[metric] = [name for _, name in scored]
+    return ranking
+
+
+def metric_ranks(result: dict[str, Any], metric: str) -> dict[str, int]:
+    """{method: rank} on ``metric`` from ``result["ranking"]`` (1 = best; ties share a rank)."""
+    order = result.get("ranking", {}).get(metric, [])
+    ranks: dict[str, int] = {}
+    for position, name in enumerate(order):
+        before = order[position - 1] if position else name
+        tied = position and result["methods"][before][metric] == result["methods"][name][metric]
+        ranks[name] = ranks[before] if tied else position + 1
+    return ranks
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _made(folder: Path) -> Path:
@@ -466,8 +580,13 @@ def _cell(value: Any) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The printed summary: each method beside the oracle's SI-SNRi."""
+    """The printed summary: each method beside the oracle's SI-SNRi, with its SI-SNRi rank.
+
+    ``clf`` is the explained classifier's id; rows marked ``[bound]`` are the random and
+    all-ones masks, which bound the compared methods from below and above.
+    """
     columns = {
+        "classifier_id": "clf",
         "classifier_accuracy": "acc",
         "AI": "AI",
         "AD": "AD",
@@ -477,28 +596,44 @@ def format_table(result: dict[str, Any]) -> str:
         "SPS": "SPS",
         "COMP": "COMP",
         "si_snri": "SI-SNRi",
+        "si_snri_rank": "#SI-SNRi",
         "oracle_si_snri": "oracle",
         "si_snri_oracle_fraction": "frac",
         "sanity_passed": "sanity",
         "clips_per_s": "clips/s",
     }
-    width = max(len(name) for name in result["methods"]) + 2
+    ranks = metric_ranks(result, "si_snri")
+    labels = {
+        name: f"{name} [bound]" if row.get("bound") else name
+        for name, row in result["methods"].items()
+    }
+    width = max(len(label) for label in labels.values()) + 2
     lines = ["method".ljust(width) + "".join(c.rjust(9) for c in columns.values())]
     for name, row in result["methods"].items():
+        row = {**row, "si_snri_rank": ranks.get(name)}
         cells = []
         for key in columns:
             value = row.get(key)
             if isinstance(value, bool):
                 cells.append("pass" if value else "FLAGGED")
-            elif isinstance(value, (int, float)):
+            elif isinstance(value, int):
+                cells.append(str(value))
+            elif isinstance(value, float):
                 cells.append(f"{value:.3g}")
+            elif isinstance(value, str):
+                cells.append(value)
             else:
                 cells.append("-")
-        lines.append(name.ljust(width) + "".join(c.rjust(9) for c in cells))
+        lines.append(labels[name].ljust(width) + "".join(c.rjust(9) for c in cells))
     oracle = result["oracle"].get("si_snri")
     if oracle is not None:
         lines.append(
             f"oracle (ideal ratio mask) SI-SNRi {oracle:.2f} dB on "
             f"{result['oracle']['n_mixtures']} mixtures; the mixture itself: 0 dB"
+        )
+    ids = {row.get("classifier_id") for row in result["methods"].values()}
+    if len(ids) > 1:
+        lines.append(
+            f"rows explain {len(ids)} different classifiers (column clf): compare within one"
         )
     return "\n".join(lines)

@@ -22,7 +22,14 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from audiointerp.evaluation import EXAMPLES_DIR, EXAMPLES_INDEX, METRICS_JSON, replace_folder
+from audiointerp.evaluation import (
+    EXAMPLES_DIR,
+    EXAMPLES_INDEX,
+    METRIC_DIRECTIONS,
+    METRICS_JSON,
+    metric_ranks,
+    replace_folder,
+)
 from audiointerp.features import apply_mask
 from audiointerp.report.figures import mask_png, spectrogram_png
 
@@ -49,6 +56,12 @@ table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.3em 0.5em; text-align: right; }
 th[scope=row] { text-align: left; }
 td.flagged { background: #fdd; } td.passed { background: #dfd; }
+td[data-rank] { white-space: nowrap; }
+td[data-rank]::after { content: " " attr(data-rank); font-size: 0.7em; vertical-align: super;
+  color: #666; }
+td.best { font-weight: bold; } td.best::after { color: #070; }
+tr.bound { background: #eef; font-style: italic; }
+caption { caption-side: bottom; text-align: left; font-size: 0.85em; padding-top: 0.3em; }
 .example { border-top: 1px solid #ccc; margin-top: 1em; }
 .panels { display: flex; flex-wrap: wrap; gap: 0.8em; }
 figure { margin: 0; } figcaption { font-weight: bold; margin-bottom: 0.2em; }
@@ -70,18 +83,31 @@ def _format(value: Any) -> tuple[str, str, str]:
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
-    """The summary table: one row per method, then the oracle and the mixture itself."""
+    """The summary table: one row per method, then the oracle and the mixture itself.
+
+    Each ranked metric's cell carries the method's rank (``data-rank``, drawn as a
+    superscript; rank 1 in bold); bound rows (random and all-ones masks, the oracle, the
+    mixture) have class ``bound``; the ``classifier`` column names the explained classifier.
+    """
     head = "".join(f"<th>{escape(label)}</th>" for label in SUMMARY_COLUMNS.values())
+    ranks = {metric: metric_ranks(metrics, metric) for metric in METRIC_DIRECTIONS}
     rows = []
     for name, row in metrics["methods"].items():
-        cells = []
+        cells = [f'<td class="classifier">{escape(str(row.get("classifier_id", "–")))}</td>']
         for key in SUMMARY_COLUMNS:
             text, value, css = _format(row.get(key))
             attrs = f' data-key="{key}" data-value="{escape(value)}"'
+            rank = ranks.get(key, {}).get(name)
+            if rank is not None:
+                attrs += f' data-rank="{rank}"'
+                css = f"{css} best".strip() if rank == 1 else css
             cells.append(f'<td{attrs} class="{css}">{escape(text)}</td>')
+        kind = escape(str(row.get("interpreter", "")))
+        bound = f' class="bound" data-bound="{kind}"' if row.get("bound") else ""
         rows.append(
-            f'<tr data-method="{escape(name)}"><th scope="row">'
-            f'<a href="#m-{escape(name)}">{escape(name)}</a></th>{"".join(cells)}</tr>'
+            f'<tr data-method="{escape(name)}"{bound}>'
+            f'<th scope="row"><a href="#m-{escape(name)}">{escape(name)}</a></th>'
+            f"{''.join(cells)}</tr>"
         )
     oracle = metrics.get("oracle", {})
     bounds = []
@@ -90,17 +116,24 @@ def summary_table(metrics: dict[str, Any]) -> str:
         ("mixture itself", "mixture", metrics.get("mixture", {}).get("si_snri")),
     ):
         text, data, _ = _format(value)
-        cells = [
+        cells = ["<td></td>"] + [
             f'<td data-key="si_snri" data-value="{escape(data)}">{escape(text)}</td>'
             if column == "si_snri"
             else "<td></td>"
             for column in SUMMARY_COLUMNS
         ]
         bounds.append(
-            f'<tr data-bound="{key}"><th scope="row">{escape(label)}</th>{"".join(cells)}</tr>'
+            f'<tr class="bound" data-bound="{key}"><th scope="row">{escape(label)}</th>'
+            f"{''.join(cells)}</tr>"
         )
+    caption = (
+        "Superscripts: rank among the compared methods and the random / all-ones bounds "
+        "(1 = best, in bold; the energy control is not ranked). Shaded rows are bounds. "
+        "Rows on different classifiers (column classifier) are not comparable."
+    )
     return (
-        f'<table id="summary"><thead><tr><th>method</th>{head}</tr></thead>'
+        f'<table id="summary"><caption>{escape(caption)}</caption><thead><tr><th>method</th>'
+        f"<th>classifier</th>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}{''.join(bounds)}</tbody></table>"
     )
 
