@@ -120,7 +120,10 @@ def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -
 
     print("== evaluation (faithfulness, SI-SNRi on mixtures, sanity check)")
     evaluation = out / "evaluation"
-    evaluate(models, data, mixtures=manifest, out=evaluation, config=EvalConfig())
+    # the fast gradient baselines and the random/all-ones bounds on the same table
+    # (integrated gradients and occlusion run at ~0.1 clips/s: `audiointerp eval --methods`)
+    config = EvalConfig(methods=("saliency", "gradcam", "random", "ones"))
+    evaluate(models, data, mixtures=manifest, out=evaluation, config=config)
     report = build_report(evaluation)
     inputs = sorted((mixtures / "mixtures").glob("*.wav"))[:n_explained]
     return DemoResult(out, report, evaluation, models[-1], inputs, time.perf_counter() - start)
