@@ -48,7 +48,7 @@ class ToyTask:
         }
 
     def end_epoch(self) -> dict[str, float]:
-        return {"metric/weight_norm": float(self.model[2].weight.norm())}
+        return {"metric/weight_norm": float(self.model[2].weight.detach().norm())}
 
     def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
         state = {f"toy.{k}": v for k, v in self.model.state_dict().items()}
