@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from toys import reference_batch_norm
 
 from audiointerp.checkpoints import CheckpointError, load_checkpoint
 from audiointerp.cli import main
@@ -99,40 +100,28 @@ def random_state(layout: Shapes, seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def _bn(x: torch.Tensor, state: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
-    return F.batch_norm(
-        x,
-        state[f"{prefix}.running_mean"],
-        state[f"{prefix}.running_var"],
-        state[f"{prefix}.weight"],
-        state[f"{prefix}.bias"],
-        training=False,
-        eps=1e-5,
-    )
-
-
 def reference_conv2d_logits(encoder: dict, head: dict, log_magnitude: torch.Tensor) -> torch.Tensor:
     """The reference conv2d classifier on raw state dicts: (B, T, F) log1p -> cosines (B, C)."""
     x = log_magnitude.unsqueeze(1)
     for i in range(1, 5):
         x = F.conv2d(x, encoder[f"conv{i}.weight"], encoder[f"conv{i}.bias"], stride=2, padding=1)
-        x = F.relu(_bn(x, encoder, f"bn{i}"))
+        x = F.relu(reference_batch_norm(x, encoder, f"bn{i}"))
     r = F.conv2d(x, encoder["resblock.block.0.weight"], encoder["resblock.block.0.bias"], padding=1)
-    r = F.relu(_bn(r, encoder, "resblock.block.1"))
+    r = F.relu(reference_batch_norm(r, encoder, "resblock.block.1"))
     r = F.conv2d(r, encoder["resblock.block.3.weight"], encoder["resblock.block.3.bias"])
-    x = x + _bn(r, encoder, "resblock.block.4")
-    embedding = _bn(x.mean(dim=(-1, -2)), head, "blocks.0.norm")
+    x = x + reference_batch_norm(r, encoder, "resblock.block.4")
+    embedding = reference_batch_norm(x.mean(dim=(-1, -2)), head, "blocks.0.norm")
     embedding = F.linear(embedding, head["blocks.1.w.weight"], head["blocks.1.w.bias"])
     return F.linear(F.normalize(embedding), F.normalize(head["weight"]))
 
 
 def reference_cnn14_logits(encoder: dict, head: dict, log_mel: torch.Tensor) -> torch.Tensor:
     """The reference CNN14 + Linear head on raw state dicts: (B, T, M) -> logits (B, C)."""
-    x = _bn(log_mel.unsqueeze(1).transpose(1, 3), encoder, "norm0").transpose(1, 3)
+    x = reference_batch_norm(log_mel.unsqueeze(1).transpose(1, 3), encoder, "norm0").transpose(1, 3)
     for i in range(1, 7):
         for j in (1, 2):
             x = F.conv2d(x, encoder[f"conv_block{i}.conv{j}.weight"], padding=1)
-            x = F.relu(_bn(x, encoder, f"conv_block{i}.norm{j}"))
+            x = F.relu(reference_batch_norm(x, encoder, f"conv_block{i}.norm{j}"))
         if i < 6:
             x = F.avg_pool2d(x, 2)
     x = x.mean(dim=3)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from toys import reference_batch_norm
 
 from audiointerp.checkpoints import CheckpointError, load_checkpoint
 from audiointerp.cli import main
@@ -142,18 +143,6 @@ def test_bad_psi_checkpoints_name_the_problem(tmp_path: Path, edit, message: str
 # --- the reference's explanation, re-implemented directly on the raw state dicts ----------
 
 
-def _bn(x: Tensor, state: dict[str, Tensor], prefix: str) -> Tensor:
-    return F.batch_norm(
-        x,
-        state[f"{prefix}.running_mean"],
-        state[f"{prefix}.running_var"],
-        state[f"{prefix}.weight"],
-        state[f"{prefix}.bias"],
-        training=False,
-        eps=1e-5,
-    )
-
-
 def _conv(x: Tensor, state: dict[str, Tensor], prefix: str, stride: int, padding: int) -> Tensor:
     return F.conv2d(x, state[f"{prefix}.weight"], state[f"{prefix}.bias"], stride, padding)
 
@@ -164,8 +153,8 @@ def _convt(x: Tensor, state: dict[str, Tensor], prefix: str, stride: int, paddin
 
 
 def _resblock(x: Tensor, state: dict[str, Tensor], prefix: str) -> Tensor:
-    y = F.relu(_bn(_conv(x, state, f"{prefix}.0", 1, 1), state, f"{prefix}.1"))
-    return x + _bn(_conv(y, state, f"{prefix}.3", 1, 0), state, f"{prefix}.4")
+    y = F.relu(reference_batch_norm(_conv(x, state, f"{prefix}.0", 1, 1), state, f"{prefix}.1"))
+    return x + reference_batch_norm(_conv(y, state, f"{prefix}.3", 1, 0), state, f"{prefix}.4")
 
 
 def reference_explanation(wav: Tensor, states: dict[str, dict[str, Tensor]]) -> tuple[Tensor, ...]:
@@ -181,7 +170,7 @@ def reference_explanation(wav: Tensor, states: dict[str, dict[str, Tensor]]) -> 
     )
     x = logpow.unsqueeze(1)
     for i in range(1, 5):
-        x = F.relu(_bn(_conv(x, encoder, f"conv{i}", 2, 1), encoder, f"bn{i}"))
+        x = F.relu(reference_batch_norm(_conv(x, encoder, f"conv{i}", 2, 1), encoder, f"bn{i}"))
     hcat = _resblock(x, encoder, "resblock.block")
     emb = hcat.mean((-1, -2))
     emb = F.batch_norm(
@@ -208,7 +197,9 @@ def reference_explanation(wav: Tensor, states: dict[str, dict[str, Tensor]]) -> 
     z_q = codebook[dist.argmin(-1)].permute(0, 3, 1, 2)
     x = _convt(z_q, psi, "up", 2, 1)
     for conv, norm, kernel in ((0, 2, 3), (3, 5, 4), (6, 8, 4), (9, 11, 4)):
-        x = _bn(F.relu(_convt(x, psi, f"decoder.{conv}", 2, 1)), psi, f"decoder.{norm}")
+        x = reference_batch_norm(
+            F.relu(_convt(x, psi, f"decoder.{conv}", 2, 1)), psi, f"decoder.{norm}"
+        )
         assert kernel == psi[f"decoder.{conv}.weight"].shape[-1]
     m = torch.sigmoid(_convt(x, psi, "decoder.12", 1, 1).squeeze(1))  # (B, 417, 513)
     frames = m.shape[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from audiointerp.models.base import Classifier, ClassifierOutput
@@ -18,3 +19,16 @@ class BandClassifier(Classifier):
         bands = inputs.mean(dim=1).tensor_split(self.n_classes, dim=-1)  # C x (B, F/C)
         scores = torch.stack([band.mean(dim=-1) for band in bands], dim=-1)  # (B, C)
         return ClassifierOutput(20.0 * scores, scores, ())
+
+
+def reference_batch_norm(x: Tensor, state: dict[str, Tensor], prefix: str) -> Tensor:
+    """Eval-mode BatchNorm straight from a reference state dict's ``prefix.*`` tensors."""
+    return F.batch_norm(
+        x,
+        state[f"{prefix}.running_mean"],
+        state[f"{prefix}.running_var"],
+        state[f"{prefix}.weight"],
+        state[f"{prefix}.bias"],
+        training=False,
+        eps=1e-5,
+    )
