@@ -38,7 +38,7 @@ from audiointerp.checkpoints import (
     load_torch_state_dict,
     save_checkpoint,
 )
-from audiointerp.config import save_config, to_dict
+from audiointerp.config import from_dict, load_yaml, save_config, to_dict
 from audiointerp.data.esc50 import ESC50Dataset, Normalization
 from audiointerp.data.synthetic import ensure_synthetic
 from audiointerp.features import FeatureConfig, FeatureExtractor
@@ -324,6 +324,36 @@ def resolve_folders(config: NMFRecipeConfig) -> NMFRecipeConfig:
         folder = Path("results") / config.experiment / str(config.nmf.seed)
         config = dataclasses.replace(config, output_folder=str(folder))
     return config
+
+
+def ensure_dictionary(
+    hparams: Path,
+    data_folder: str,
+    train_folds: list[int],
+    valid_folds: list[int],
+    normalization: Normalization,
+    duration_s: float,
+    seed: int,
+) -> Path:
+    """The ``model/`` folder ``hparams`` would train on these clips with this seed; learned
+    first (saying so) when it is not there yet. L2I recipes use it for an empty
+    ``interpreter.nmf_folder``."""
+    nmf = from_dict(NMFRecipeConfig, load_yaml(hparams))
+    nmf = dataclasses.replace(
+        nmf,
+        data_folder=data_folder,
+        train_folds=train_folds,
+        valid_folds=valid_folds,
+        normalization=normalization,
+        duration_s=duration_s,
+        nmf=dataclasses.replace(nmf.nmf, seed=seed),
+    )
+    nmf = resolve_folders(nmf)
+    model = Path(nmf.output_folder) / "model"
+    if not (model / "model.safetensors").is_file():
+        print(f"no NMF dictionary at {model}: learning one with {hparams} first")
+        train_nmf_recipe(nmf)
+    return model
 
 
 @torch.no_grad()
