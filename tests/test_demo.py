@@ -1,0 +1,63 @@
+"""`audiointerp demo` end to end on a tiny data set with tiny copies of the demo configs."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import audiointerp.demo as demo
+from audiointerp.cli import main
+from audiointerp.data.synthetic import generate_synthetic
+
+TINY_FEATURES = {"sample_rate": 16000, "n_fft": 256, "win_ms": 16.0, "hop_ms": 8.0}
+TINY = {  # 1-s clips at a 8-ms hop: 126 frames x 129 bins
+    "conv2d_demo.yaml": {
+        "classifier": {"dim": 4, "lin_neurons": 8, "features": TINY_FEATURES},
+        "train": {"epochs": 2, "batch_size": 4, "scheduler": "none", "lr": 0.01},
+    },
+    "nmf_demo.yaml": {"features": TINY_FEATURES, "nmf": {"n_components": 4, "epochs": 20}},
+    "l2i_demo.yaml": {
+        "interpreter": {"n_components": 4, "width": 8, "n_frames": 126},
+        "train": {"epochs": 1, "batch_size": 3},
+    },
+    "piq_demo.yaml": {"interpreter": {"n_keys": 6}, "train": {"epochs": 1, "batch_size": 3}},
+}
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    for key, value in changes.items():
+        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return base
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_then_reuses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    hparams = tmp_path / "hparams"
+    hparams.mkdir()
+    for name, changes in TINY.items():
+        config = yaml.safe_load((demo.HPARAMS / name).read_text())
+        config = _merge(config, {**changes, "duration_s": 1.0})
+        (hparams / name).write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(demo, "HPARAMS", hparams)
+    data = generate_synthetic(tmp_path / "data", n_classes=3, clips_per_class=5, duration_s=1.0)
+    out = tmp_path / "demo"
+
+    assert main(["demo", "--out", str(out), "--data_folder", str(data)]) == 0
+    printed = capsys.readouterr().out
+    for stage in ("conv2d", "nmf", "l2i", "piq"):
+        assert (out / stage / "metrics.json").is_file()
+    metrics = yaml.safe_load((out / "evaluation" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {
+        "l2i_conv2d", "piq_conv2d", "energy_conv2d", "saliency_conv2d", "gradcam_conv2d",
+        "random_conv2d", "ones_conv2d",
+    }  # fmt: skip
+    assert (out / "evaluation" / "report" / "index.html").is_file()
+    explained = sorted(p.name for p in (out / "explained").glob("*.explanation.wav"))
+    assert len(explained) == 3
+    assert "Report: " in printed and "oracle (ideal ratio mask)" in printed
+
+    assert main(["demo", "--out", str(out), "--data_folder", str(data)]) == 0
+    again = capsys.readouterr().out
+    assert again.count(": reusing ") == 4  # classifier, NMF, L2I and PIQ are not retrained
