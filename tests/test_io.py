@@ -9,9 +9,11 @@ import soundfile as sf
 from audiointerp.cli import run
 from audiointerp.io import (
     AudioError,
+    atomic_write,
     find_audio_files,
     load_audio,
     load_audio_with_rate,
+    replace_folder,
     save_audio,
 )
 
@@ -102,3 +104,25 @@ def test_cli_reports_user_errors_in_one_line(capsys: pytest.CaptureFixture[str])
     assert run(failing, None) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["audiointerp: error: /nonexistent/clip.wav: no such file"]
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "state.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    with atomic_write(target) as temporary:
+        temporary.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_replace_folder_swaps_in_the_new_folder(tmp_path: Path) -> None:
+    target, new = tmp_path / "report", tmp_path / "staging"
+    (target / "stale").mkdir(parents=True)
+    (new / "fresh").mkdir(parents=True)
+    replace_folder(new, target)
+    assert [p.name for p in target.iterdir()] == ["fresh"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]

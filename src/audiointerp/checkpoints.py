@@ -28,6 +28,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from audiointerp import __version__
+from audiointerp.io import replace_folder
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "meta.json"
@@ -78,22 +79,10 @@ def save_checkpoint(
         save_file(contiguous, str(staging / WEIGHTS_FILE))
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         (staging / META_FILE).write_text(json.dumps(full_meta, indent=2, default=str))
-        _replace_folder(staging, folder)
+        replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing target is swapped out, then deleted."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:

@@ -45,7 +45,7 @@ from audiointerp.data.mixtures import MixtureDataset, make_mixtures
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.controls import EnergyControl
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
-from audiointerp.io import save_audio, write_text_atomic
+from audiointerp.io import replace_folder, save_audio, write_text_atomic
 from audiointerp.metrics.faithfulness import METRIC_NAMES, faithfulness_metrics
 from audiointerp.metrics.sanity import SANITY_THRESHOLD, sanity_check
 from audiointerp.metrics.separation import Explanation, evaluate_mixtures, explain
@@ -467,16 +467,6 @@ def _is_number(value: Any) -> bool:
 def _made(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``'s place (an old target is moved aside, then deleted)."""
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _json_safe(value: Any) -> Any:

@@ -8,7 +8,10 @@ CLI can print one line and exit 2. Writes are atomic (temp file + rename).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +88,32 @@ def load_audio_with_rate(
     return audio, int(rate)
 
 
-def atomic_path(path: str | os.PathLike) -> Path:
-    """A temporary sibling of ``path`` (same folder, so ``os.replace`` is atomic)."""
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only when the
+    block finishes, so readers never see half a file (same folder: ``os.replace`` is
+    atomic). On an exception the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
-    return Path(name)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Swap the finished folder ``new`` into ``target``'s place; an existing target is
+    moved aside first, then deleted, so ``target`` is never half written."""
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_audio(
@@ -101,25 +123,17 @@ def save_audio(
     path = Path(path)
     audio = np.asarray(audio, dtype=np.float32)
     validate_audio(audio, path)
-    tmp = atomic_path(path)
-    try:
-        fmt = path.suffix.lstrip(".").upper() or "WAV"
-        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    fmt = path.suffix.lstrip(".").upper() or "WAV"
+    with atomic_write(path) as temporary:
+        sf.write(str(temporary), audio, sample_rate, subtype=subtype, format=fmt)
     return path
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to ``path`` via a temp file + rename, so readers never see half a file."""
     path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as temporary:
+        temporary.write_bytes(data)
     return path
 
 

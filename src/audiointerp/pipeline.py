@@ -39,7 +39,7 @@ from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.io import (
     AudioError,
-    atomic_path,
+    atomic_write,
     find_audio_files,
     load_audio_with_rate,
     resample,
@@ -516,13 +516,9 @@ def save_explanation(explanation: Explanation, stem: str | os.PathLike) -> dict[
     mask_path = stem.with_name(stem.name + ".mask.npy")
     picture_path = stem.with_name(stem.name + ".png")
     save_audio(audio_path, explanation.waveform, explanation.sample_rate)
-    partial = atomic_path(mask_path)
-    try:  # np.save straight to the temp file: no in-memory copy of a long mask
+    with atomic_write(mask_path) as partial:  # np.save straight to disk: no in-memory copy
         with open(partial, "wb") as handle:
             np.save(handle, explanation.mask.astype(np.float32, copy=False))
-        os.replace(partial, mask_path)
-    finally:
-        partial.unlink(missing_ok=True)
     write_bytes_atomic(picture_path, plot_explanation(explanation))
     return {"audio": audio_path, "mask": mask_path, "picture": picture_path}
 

@@ -28,9 +28,9 @@ from audiointerp.evaluation import (
     METRIC_DIRECTIONS,
     METRICS_JSON,
     metric_ranks,
-    replace_folder,
 )
 from audiointerp.features import apply_mask
+from audiointerp.io import replace_folder
 from audiointerp.report.figures import mask_png, spectrogram_png
 
 REPORT_DIR = "report"

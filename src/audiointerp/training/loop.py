@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from audiointerp.checkpoints import save_checkpoint
 from audiointerp.config import ConfigError
-from audiointerp.io import atomic_path, write_text_atomic
+from audiointerp.io import atomic_write, write_text_atomic
 from audiointerp.training import ddp
 
 STATE_FILE = "state.pt"
@@ -310,12 +310,8 @@ class Trainer:
             "rng": _rng_state(),
         }
         path = self.output_folder / "train_state" / STATE_FILE
-        temporary = atomic_path(path)
-        try:
+        with atomic_write(path) as temporary:
             torch.save(state, temporary)
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
         write_text_atomic(self.output_folder / "train_log.txt", "\n".join(log_lines) + "\n")
 
     def _load_state(self) -> dict[str, Any] | None:

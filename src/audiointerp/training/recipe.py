@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ from audiointerp.data.esc50 import (
 from audiointerp.data.synthetic import ensure_synthetic
 from audiointerp.features import apply_mask
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
-from audiointerp.io import AudioError, atomic_path, save_audio, write_text_atomic
+from audiointerp.io import AudioError, atomic_write, save_audio, write_text_atomic
 from audiointerp.models import (
     Classifier,
     ClassifierConfig,
@@ -271,12 +270,8 @@ def plot_confusion(confusion: np.ndarray, class_names: list[str], path: Path) ->
 
 def _save_figure(figure: Figure, path: Path) -> None:
     """PNG via temp + rename (matplotlib's object API: no pyplot state, no GUI backend)."""
-    temporary = atomic_path(path)
-    try:
+    with atomic_write(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------- interpreter
