@@ -21,6 +21,7 @@ TINY = {  # 1-s clips at a 8-ms hop: 126 frames x 129 bins
         "train": {"epochs": 1, "batch_size": 3},
     },
     "piq_demo.yaml": {"interpreter": {"n_keys": 6}, "train": {"epochs": 1, "batch_size": 3}},
+    "lmac_demo.yaml": {"train": {"epochs": 1, "batch_size": 3}},
 }
 
 
@@ -46,11 +47,11 @@ def test_demo_runs_every_stage_then_reuses_them(
 
     assert main(["demo", "--out", str(out), "--data_folder", str(data)]) == 0
     printed = capsys.readouterr().out
-    for stage in ("conv2d", "nmf", "l2i", "piq"):
+    for stage in ("conv2d", "nmf", "l2i", "piq", "lmac"):
         assert (out / stage / "metrics.json").is_file()
     metrics = yaml.safe_load((out / "evaluation" / "metrics.json").read_text())
     assert set(metrics["methods"]) == {
-        "l2i_conv2d", "piq_conv2d", "energy_conv2d", "saliency_conv2d", "gradcam_conv2d",
+        "l2i_conv2d", "piq_conv2d", "lmac_conv2d", "energy_conv2d", "saliency_conv2d", "gradcam_conv2d",
         "random_conv2d", "ones_conv2d",
     }  # fmt: skip
     assert (out / "evaluation" / "report" / "index.html").is_file()
@@ -60,4 +61,4 @@ def test_demo_runs_every_stage_then_reuses_them(
 
     assert main(["demo", "--out", str(out), "--data_folder", str(data)]) == 0
     again = capsys.readouterr().out
-    assert again.count(": reusing ") == 4  # classifier, NMF, L2I and PIQ are not retrained
+    assert again.count(": reusing ") == 5  # classifier, NMF, L2I, PIQ, L-MAC: not retrained

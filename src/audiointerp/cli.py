@@ -277,7 +277,7 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="the main job on the embedded default: data, training, evaluation, report",
         description="Generates the synthetic ESC-50-layout set and its mixtures, trains the "
-        "conv2d classifier, NMF, L2I and PIQ (short demo configs), evaluates them, builds "
+        "conv2d classifier, NMF, L2I, PIQ and L-MAC (short demo configs), evaluates them, builds "
         "the HTML report and explains a few mixtures with `interpret`. Finished stages are "
         "reused on the next run; interrupted ones resume.",
     )

@@ -1,7 +1,7 @@
 """The main job on the embedded default (``make demo`` / ``audiointerp demo``).
 
 Synthetic ESC-50-layout set -> two-class mixtures -> conv2d classifier -> NMF dictionary
--> L2I and PIQ -> evaluation (faithfulness, SI-SNRi on mixtures, sanity check) -> HTML
+-> L2I, PIQ and L-MAC -> evaluation (faithfulness, SI-SNRi on mixtures, sanity check) -> HTML
 report; the CLI then explains a few mixtures with ``audiointerp interpret``. Each stage
 writes a run folder under ``out``; a finished stage (its ``metrics.json`` exists) is
 reused on the next run, an interrupted one resumes from its last checkpoint.
@@ -104,6 +104,7 @@ def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -
     for method, hparams, extra in (
         ("l2i", "l2i_demo.yaml", [f"--interpreter.nmf_folder={nmf / 'model'}"]),
         ("piq", "piq_demo.yaml", []),
+        ("lmac", "lmac_demo.yaml", []),
     ):
         folder = out / method
         argv = [

@@ -13,10 +13,12 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
@@ -135,13 +137,72 @@ def mix_at_snr(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(source_a, source_b, mixture) float32 (N,), N = len(clip_a), with
     10·log10(P_a / P_b) = ``snr_db``, mixture = source_a + source_b, all peaks <= 1."""
-    a = clip_a.astype(np.float64)
-    b = fit_length(clip_b, len(a)).astype(np.float64)
-    b *= np.sqrt(np.mean(a**2) / (np.mean(b**2) * 10 ** (snr_db / 10)))
-    peak = max(np.max(np.abs(a)), np.max(np.abs(b)), np.max(np.abs(a + b)))
-    source_a = (a / peak).astype(np.float32)
-    source_b = (b / peak).astype(np.float32)
+    a = torch.from_numpy(clip_a.astype(np.float64))
+    b = torch.from_numpy(fit_length(clip_b, len(clip_a)).astype(np.float64))
+    a, b = scale_pair(a, b, torch.tensor(float(snr_db), dtype=torch.float64))
+    source_a, source_b = a.numpy().astype(np.float32), b.numpy().astype(np.float32)
     return source_a, source_b, source_a + source_b
+
+
+def scale_pair(a: Tensor, b: Tensor, snr_db: Tensor) -> tuple[Tensor, Tensor]:
+    """Scale source pairs (..., N): b to 10·log10(P_a / P_b) = ``snr_db`` (...,), then both
+    by one factor so that a, b and a + b all peak at <= 1. A silent b stays silent."""
+    power_a = a.pow(2).mean(-1, keepdim=True)
+    power_b = b.pow(2).mean(-1, keepdim=True)
+    ratio = power_a / (power_b * 10 ** (snr_db[..., None] / 10)).clamp_min(1e-30)
+    b = b * torch.where(power_b > 0, ratio.sqrt(), torch.zeros_like(ratio))
+    peaks = torch.stack([a.abs(), b.abs(), (a + b).abs()]).amax(dim=(0, -1))[..., None]
+    peak = peaks.clamp_min(torch.finfo(a.dtype).tiny)
+    return a / peak, b / peak
+
+
+@dataclass
+class MixingConfig:
+    """Training on mixtures: with probability ``prob`` a training example is replaced by
+    its sum with a clip of another class from the same batch, at an SNR (dB, the example
+    over its partner) drawn uniformly from [``snr_db_min``, ``snr_db_max``]. 0 = clean
+    clips only (the reference)."""
+
+    prob: float = 0.0
+    snr_db_min: float = -5.0
+    snr_db_max: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {self.prob}")
+        if self.snr_db_min > self.snr_db_max:
+            raise ValueError(f"snr_db_min {self.snr_db_min} > snr_db_max {self.snr_db_max}")
+
+
+@dataclass
+class MixedBatch:
+    """A training batch after :func:`mix_batch`; unmixed rows keep their clip as source 0."""
+
+    mixture: Tensor  # (B, N) what the classifier hears
+    sources: Tensor  # (B, 2, N) mixture == sources.sum(1); source 1 is zero when unmixed
+    labels: Tensor  # (B, 2) class of each source; -1 where there is no second source
+
+
+def mix_batch(
+    waveform: Tensor, labels: Tensor, config: MixingConfig, generator: torch.Generator | None = None
+) -> MixedBatch:
+    """Mix rows of a batch (B, N) with partners of another class drawn from the same batch.
+
+    A row is mixed with probability ``config.prob`` when the batch holds another class; its
+    partner is drawn uniformly among those rows. Sources are scaled by :func:`scale_pair`.
+    """
+    batch = waveform.shape[0]
+    other_class = labels[:, None] != labels[None, :]  # (B, B)
+    scores = torch.rand(batch, batch, generator=generator).masked_fill(~other_class, -1.0)
+    partner = scores.argmax(1)
+    mixed = (torch.rand(batch, generator=generator) < config.prob) & other_class.any(1)
+    span = config.snr_db_max - config.snr_db_min
+    snr_db = config.snr_db_min + span * torch.rand(batch, generator=generator)
+    b = waveform[partner] * mixed[:, None].to(waveform.dtype)
+    a, b = scale_pair(waveform, b, snr_db.to(waveform.dtype))
+    a = torch.where(mixed[:, None], a, waveform)  # unmixed rows stay exactly as they were
+    pair_labels = torch.stack([labels, torch.where(mixed, labels[partner], -1)], 1)
+    return MixedBatch(mixture=a + b, sources=torch.stack([a, b], 1), labels=pair_labels)
 
 
 class MixtureDataset(Dataset):

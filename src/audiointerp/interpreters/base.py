@@ -5,12 +5,74 @@ Training code, metrics, the report and the CLI only ever see this interface.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiointerp.features import Features, MaskDomain
 from audiointerp.models.base import Classifier, ClassifierOutput
+
+
+@dataclass
+class Guidance:
+    """Ground truth for training on mixtures: the part of the input an explanation keeps.
+
+    Built by the trainer from a :class:`audiointerp.data.mixtures.MixedBatch` and the
+    classifier's prediction on it. Row b explains class ``classes[b]``: the prediction, or,
+    for interpreters that :attr:`Interpreter.learns_targets`, also the other source's class
+    of a mixture (the trainer then repeats that mixture's row). For a clean clip ``target``
+    is the input itself and ``other`` is silence, so methods that threshold the input
+    (PIQ) read one path.
+    """
+
+    target: Tensor  # (B, T, F) |STFT| of class classes[b]'s source (the input if unmixed)
+    other: Tensor  # (B, T, F) |STFT| of everything else (zeros if unmixed)
+    guided: Tensor  # (B,) bool: a mixture one of whose sources is of class classes[b]
+    classes: Tensor  # (B,) long: the class each row explains
+
+    @classmethod
+    def unmixed(cls, features: Features, classes: Tensor) -> Guidance:
+        """The guidance of clean clips: keep the input, nothing else is there."""
+        magnitude = features.magnitude
+        guided = torch.zeros(magnitude.shape[0], dtype=torch.bool, device=magnitude.device)
+        return cls(magnitude, torch.zeros_like(magnitude), guided, classes)
+
+    def crop(self, frames: int, bins: int) -> Guidance:
+        """The first ``frames`` x ``bins`` of both spectra."""
+        return Guidance(
+            self.target[:, :frames, :bins], self.other[:, :frames, :bins], self.guided, self.classes
+        )
+
+    def target_mask(self, threshold: float) -> Tensor:
+        """(B, T, F) 1 where the target is loud (log1p|S| > threshold * its per-clip max)
+        and louder than the rest; for a clean clip, the reference PIQ's energy target."""
+        log_target = torch.log1p(self.target)
+        peak = log_target.amax(dim=(1, 2), keepdim=True)
+        return ((log_target > threshold * peak) & (self.target >= self.other)).float()
+
+
+def guided_bce(
+    logits: Tensor, guidance: Guidance, log_magnitude: Tensor, threshold: float, loud_weight: float
+) -> Tensor:
+    """Per-example (B,) BCE of mask logits (B, T, F) against ``guidance.target_mask``.
+
+    The mean over all bins (the reference PIQ's reconstruction term) is dominated by the
+    many silent bins, which are easy and inaudible; ``loud_weight`` adds that weight times
+    the mean over the input's loud bins (log1p|X| > ``threshold`` x its max), where a mask
+    has to tell the explained source from the rest to be heard as that source.
+    """
+    target = guidance.target_mask(threshold)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    per_example = bce.mean(dim=(1, 2))
+    if loud_weight > 0:
+        peak = log_magnitude.amax(dim=(1, 2), keepdim=True)
+        loud = (log_magnitude > threshold * peak).to(bce.dtype)
+        loud_mean = (bce * loud).sum(dim=(1, 2)) / loud.sum(dim=(1, 2)).clamp_min(1.0)
+        per_example = per_example + loud_weight * loud_mean
+    return per_example
 
 
 class Interpreter(nn.Module):
@@ -20,6 +82,8 @@ class Interpreter(nn.Module):
         mask_domain: where the mask is applied (:func:`audiointerp.features.apply_mask`):
             ``linear`` (mask * |X|) or ``log1p`` (reference parity for imported models).
         trainable: False for methods with nothing to learn (gradient baselines, oracles).
+        learns_targets: the loss trains the mask of whichever class ``Guidance.classes``
+            names, so training on mixtures also teaches the non-predicted source's class.
         config_class: the dataclass of the method's settings (the fields ``from_config``
             takes); recipes build their typed config from it, so every setting is checked
             and overridable from the command line. None: the method has no settings.
@@ -27,6 +91,7 @@ class Interpreter(nn.Module):
 
     mask_domain: MaskDomain = "linear"
     trainable: bool = True
+    learns_targets: bool = False
     registry_name: str = ""
     config_class: type | None = None
 
@@ -57,9 +122,17 @@ class Interpreter(nn.Module):
         return {}
 
     def loss(
-        self, features: Features, classifier_out: ClassifierOutput, classifier: Classifier
+        self,
+        features: Features,
+        classifier_out: ClassifierOutput,
+        classifier: Classifier,
+        guidance: Guidance | None = None,
     ) -> dict[str, Tensor]:
-        """Named loss terms (``loss/<name>``), already weighted; the trainer sums them."""
+        """Named loss terms (``loss/<name>``), already weighted; the trainer sums them.
+
+        ``guidance`` is given when the batch holds mixtures (None: clean clips only);
+        methods without a use for it ignore it.
+        """
         raise NotImplementedError(f"{type(self).__name__} has nothing to train")
 
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from audiointerp.config import ConfigError, from_dict, to_dict
 from audiointerp.features import Features, MaskDomain, fit_frames
-from audiointerp.interpreters.base import Interpreter, resolve_target
+from audiointerp.interpreters.base import Guidance, Interpreter, resolve_target
 from audiointerp.interpreters.nmf import NMFDictionary, load_nmf
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
@@ -279,10 +279,15 @@ class L2I(Interpreter):
         return self.component_mask(activations, selected)
 
     def loss(
-        self, features: Features, classifier_out: ClassifierOutput, classifier: Classifier
+        self,
+        features: Features,
+        classifier_out: ClassifierOutput,
+        classifier: Classifier,
+        guidance: Guidance | None = None,
     ) -> dict[str, Tensor]:
         """alpha * NMF reconstruction MSE, fidelity CE of theta to the classifier's
-        tempered softmax, beta * mean |H|."""
+        tempered softmax, beta * mean |H|. On mixtures (``guidance``) the same terms are
+        computed on the mixture: L2I has no source-level target."""
         activations = self.activations(classifier_out, features.magnitude.shape[1])
         reconstruction = self.nmf.decode(activations)  # (B, T, F)
         soft_target = (classifier_out.logits.detach() / self.config.classifier_temp).softmax(-1)

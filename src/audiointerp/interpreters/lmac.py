@@ -34,8 +34,17 @@ Differences from the reference, each with a switch where numbers are compared:
   neighbouring bins (the reference's sum / 2B depends on the clip size and batch size;
   its weight is 0 in the reference config anyway).
 * ``mask_domain`` defaults to ``linear`` (mask * |X|); ``log1p`` is the reference's.
-* The optional fine-tuning guidance on mixtures (``g_w``, cross-correlation gating) is
-  not implemented: training uses the in/out/L1/TV terms only.
+* Guidance on mixtures (``g_w`` > 0, with the trainer's ``mixing``): on a mixture whose
+  predicted class is one of its sources, BCE between the mask and the bins where that
+  source is loud (log1p > ``bin_th`` x max, as the reference's binarised clean clip) *and*
+  dominant; L1/TV are not applied to those examples, as in the reference. The reference
+  gates the term by the cross-correlation of the mask-in spectrum with the clean clip
+  (``crosscor_th``) because its contamination is unlabelled noise; our mixtures have
+  labelled sources, so the gate is "the prediction is one of the sources" instead. It
+  trains from the start rather than as a separate fine-tuning run.
+* ``detail_channels`` > 0 adds a full-resolution
+  :class:`~audiointerp.interpreters.refine.DetailRefiner` after the decoder (not in the
+  reference).
 """
 
 from __future__ import annotations
@@ -49,7 +58,8 @@ from torch import Tensor, nn
 
 from audiointerp.config import ConfigError, from_dict, to_dict
 from audiointerp.features import Features, MaskDomain, apply_mask, fit_frames
-from audiointerp.interpreters.base import Interpreter
+from audiointerp.interpreters.base import Guidance, Interpreter, guided_bce, resolve_target
+from audiointerp.interpreters.refine import DetailRefiner
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.cnn14 import Cnn14Classifier
@@ -74,6 +84,15 @@ class LMACConfig:
         reg_w_tv: weight of the total variation of the mask.
         reference_l1_batch_scaling: multiply the L1 term by the batch size, as the
             reference does.
+        g_w: weight of the guidance BCE on mixtures (the reference's fine-tuning: 4).
+        bin_th: loudness threshold of the guidance target (the reference's 0.35).
+        loud_weight: extra weight of the guidance BCE averaged over the input's loud bins
+            (:func:`~audiointerp.interpreters.base.guided_bce`); 0 in the reference.
+        detail_channels: width of the full-resolution refiner; 0 = none (the reference).
+        class_conditional: condition the decoder on the explained class (a learned
+            per-class scale and shift of each hidden map, starting at identity), so a
+            class other than the prediction can be explained; the reference has no
+            conditioning (False), and its mask ignores the target.
     """
 
     width: float = 1.0
@@ -83,8 +102,15 @@ class LMACConfig:
     reg_w_l1: float = 6.4
     reg_w_tv: float = 0.0
     reference_l1_batch_scaling: bool = False
+    g_w: float = 0.0
+    bin_th: float = 0.35
+    loud_weight: float = 0.0
+    detail_channels: int = 0
+    class_conditional: bool = False
 
     def __post_init__(self) -> None:
+        if self.detail_channels < 0:
+            raise ValueError(f"detail_channels must be >= 0, got {self.detail_channels}")
         if self.width <= 0:
             raise ValueError(f"width must be > 0, got {self.width}")
 
@@ -172,19 +198,40 @@ def fit_mask_logits(logits: Tensor, frames: int, bins: int) -> Tensor:
     return fit_frames(logits, frames, mode="edge")
 
 
-def total_variation(mask: Tensor) -> Tensor:
-    """Mean squared difference of neighbouring frames plus of neighbouring bins, (B, T, F) -> ()."""
-    along_time = (mask[:, 1:] - mask[:, :-1]).pow(2).mean()
-    along_freq = (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).mean()
-    return along_time + along_freq
+def total_variation(mask: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Mean squared difference of neighbouring frames plus of neighbouring bins,
+    (B, T, F) -> (), each example weighted by ``weights`` (B,) (default 1)."""
+    along_time = (mask[:, 1:] - mask[:, :-1]).pow(2).mean(dim=(1, 2))
+    along_freq = (mask[:, :, 1:] - mask[:, :, :-1]).pow(2).mean(dim=(1, 2))
+    per_example = along_time + along_freq
+    return (per_example if weights is None else per_example * weights).mean()
+
+
+class ClassFiLM(nn.Module):
+    """Per-class scale and shift of each hidden map's channels: h * (1 + a[c]) + b[c].
+
+    Both start at zero, so an untrained conditioning leaves the maps unchanged.
+    """
+
+    def __init__(self, n_classes: int, channels: tuple[int, ...]):
+        super().__init__()
+        self.scale = nn.ParameterList(nn.Parameter(torch.zeros(n_classes, c)) for c in channels)
+        self.shift = nn.ParameterList(nn.Parameter(torch.zeros(n_classes, c)) for c in channels)
+
+    def forward(self, hidden: tuple[Tensor, ...], classes: Tensor) -> tuple[Tensor, ...]:
+        return tuple(
+            h * (1 + scale[classes][:, :, None, None]) + shift[classes][:, :, None, None]
+            for h, scale, shift in zip(hidden, self.scale, self.shift, strict=True)
+        )
 
 
 @register("lmac")
 class LMAC(Interpreter):
     """Decoder over the classifier's hidden maps -> sigmoid mask (B, T, F) on |X|.
 
-    The mask explains the decision encoded in the hidden maps (the predicted class);
-    ``target`` is accepted for the common interface but does not change the mask.
+    Unconditioned (the reference), the mask explains the decision encoded in the hidden
+    maps (the predicted class) and ``target`` does not change it; with
+    ``class_conditional`` the decoder reads the maps conditioned on ``target``.
     """
 
     config_class = LMACConfig
@@ -199,13 +246,19 @@ class LMAC(Interpreter):
             dim = _scaled(CNN14_DECODER_DIM, config.width)
             self.decoder: nn.Module = Cnn14MaskDecoder(channels, dim)
         elif isinstance(classifier, Conv2dClassifier):
-            in_channels = classifier.encoder.conv1.out_channels
-            self.decoder = Conv2dMaskDecoder(in_channels, _scaled(CONV2D_DECODER_DIM, config.width))
+            channels = (classifier.encoder.conv1.out_channels,)
+            self.decoder = Conv2dMaskDecoder(channels[0], _scaled(CONV2D_DECODER_DIM, config.width))
         else:
             raise ConfigError(
                 f"interpreter lmac: no decoder for classifier {type(classifier).__name__}; "
                 "supported: conv2d, cnn14"
             )
+        n_classes = classifier.n_classes
+        self.refiner = (
+            DetailRefiner(config.detail_channels, n_classes) if config.detail_channels else None
+        )
+        self.learns_targets = config.class_conditional
+        self.condition = ClassFiLM(n_classes, channels) if config.class_conditional else None
 
     @classmethod
     def from_config(cls, config: dict[str, Any], classifier: Classifier) -> LMAC:
@@ -214,32 +267,48 @@ class LMAC(Interpreter):
     def config_dict(self) -> dict[str, Any]:
         return to_dict(self.config)
 
-    def mask_logits(self, features: Features, classifier_out: ClassifierOutput) -> Tensor:
-        """Decoder logits fitted to the input, (B, T, F)."""
+    def mask_logits(
+        self, features: Features, classifier_out: ClassifierOutput, classes: Tensor
+    ) -> Tensor:
+        """Decoder logits fitted to the input, (B, T, F), for ``classes`` (B,) when the
+        decoder is class-conditional."""
         frames, bins = features.magnitude.shape[1:]
+        hidden = classifier_out.hidden
+        if self.condition is not None:
+            hidden = self.condition(hidden, classes)
         if isinstance(self.decoder, Conv2dMaskDecoder):
-            logits = self.decoder(classifier_out.hidden, frames, bins)
+            logits = self.decoder(hidden, frames, bins)
         else:
-            logits = self.decoder(classifier_out.hidden)
-        return fit_mask_logits(logits, frames, bins)
+            logits = self.decoder(hidden)
+        logits = fit_mask_logits(logits, frames, bins)
+        if self.refiner is not None:
+            logits = self.refiner(logits, features.log_magnitude, classes)
+        return logits
 
     def forward(
         self, features: Features, classifier_out: ClassifierOutput, target: Tensor | None = None
     ) -> Tensor:
         """Sigmoid mask (B, T, F) in [0, 1] over the input's linear magnitude."""
-        return torch.sigmoid(self.mask_logits(features, classifier_out))
+        classes = resolve_target(classifier_out, target)
+        return torch.sigmoid(self.mask_logits(features, classifier_out, classes))
 
     def loss(
-        self, features: Features, classifier_out: ClassifierOutput, classifier: Classifier
+        self,
+        features: Features,
+        classifier_out: ClassifierOutput,
+        classifier: Classifier,
+        guidance: Guidance | None = None,
     ) -> dict[str, Tensor]:
-        """Weighted terms: mask-in CE, minus mask-out CE, L1 and TV of the mask.
+        """Weighted terms: mask-in CE, minus mask-out CE, L1 and TV of the mask, and the
+        guidance BCE on mixtures (see the module notes).
 
-        The class is the classifier's prediction on the input; the classifier should be
-        frozen (eval mode, no parameter gradients): only the mask receives gradients.
+        The class is ``guidance.classes`` (default: the classifier's prediction on the
+        input); the classifier should be frozen (eval mode, no parameter gradients): only the mask receives gradients.
         """
         cfg = self.config
-        mask = self(features, classifier_out)  # (B, T, F)
-        predicted = classifier_out.prediction.detach()
+        predicted = (guidance.classes if guidance is not None else classifier_out.prediction).detach()
+        logits = self.mask_logits(features, classifier_out, predicted)
+        mask = torch.sigmoid(logits)  # (B, T, F)
         magnitude = features.magnitude.detach()
         masked = torch.cat(
             [
@@ -248,12 +317,22 @@ class LMAC(Interpreter):
             ]
         )
         logits_in, logits_out = classifier(masked).logits.chunk(2)  # one pass for both
-        l1 = mask.abs().mean()
+        guided = (
+            guidance.guided.to(mask.dtype)
+            if guidance is not None and cfg.g_w > 0
+            else torch.zeros(len(mask), dtype=mask.dtype, device=mask.device)
+        )
+        regularised = 1.0 - guided  # the reference drops L1/TV where guidance applies
+        l1 = (mask.abs().mean(dim=(1, 2)) * regularised).mean()
         if cfg.reference_l1_batch_scaling:
             l1 = l1 * mask.shape[0]
-        return {
+        terms = {
             "loss/in": cfg.l_in_w * F.cross_entropy(logits_in, predicted),
             "loss/out": -cfg.l_out_w * F.cross_entropy(logits_out, predicted),
             "loss/l1": cfg.reg_w_l1 * l1,
-            "loss/tv": cfg.reg_w_tv * total_variation(mask),
+            "loss/tv": cfg.reg_w_tv * total_variation(mask, regularised),
         }
+        if guidance is not None and cfg.g_w > 0:
+            bce = guided_bce(logits, guidance, features.log_magnitude, cfg.bin_th, cfg.loud_weight)
+            terms["loss/guide"] = cfg.g_w * (bce * guided).mean()
+        return terms

@@ -37,8 +37,9 @@ from audiointerp.checkpoints import (
     save_checkpoint,
 )
 from audiointerp.config import ConfigError, from_dict
-from audiointerp.features import Features, MaskDomain, fit_frames
-from audiointerp.interpreters.base import Interpreter, resolve_target
+from audiointerp.features import Features, MaskDomain, apply_mask, fit_frames
+from audiointerp.interpreters.base import Guidance, Interpreter, guided_bce, resolve_target
+from audiointerp.interpreters.refine import DetailRefiner
 from audiointerp.interpreters.registry import register
 from audiointerp.models import classifier_checkpoint, load_classifier
 from audiointerp.models.base import Classifier, ClassifierOutput
@@ -63,6 +64,13 @@ class PIQConfig:
         reservoir_size: encoder output vectors kept per class for re-seeding.
         mask_domain: ``log1p`` applies the mask to log1p|X| (the reference), ``linear``
             to |X| (see :func:`audiointerp.features.apply_mask`).
+        detail_channels: > 0 adds a :class:`~audiointerp.interpreters.refine.DetailRefiner`
+            of that width after the decoder (not in the reference: 0).
+        in_weight: weight of a mask-in cross-entropy (the classifier on the masked input
+            should keep its prediction, as in L-MAC); 0 in the reference.
+        loud_weight: extra weight of the reconstruction BCE averaged over the input's
+            loud bins (:func:`~audiointerp.interpreters.base.guided_bce`); 0 in the
+            reference.
     """
 
     dim: int | None = None
@@ -74,8 +82,13 @@ class PIQConfig:
     reseed_dead_codes: bool = False
     reservoir_size: int = 64
     mask_domain: MaskDomain = "log1p"
+    detail_channels: int = 0
+    in_weight: float = 0.0
+    loud_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.detail_channels < 0:
+            raise ValueError(f"detail_channels must be >= 0, got {self.detail_channels}")
         if self.dim is not None and self.dim < 1:
             raise ValueError(f"dim must be positive, got {self.dim}")
         if not 0.0 <= self.mask_th < 1.0:
@@ -209,6 +222,7 @@ class PIQ(Interpreter):
     """
 
     config_class = PIQConfig
+    learns_targets = True  # the class picks the codebook partition the mask is decoded from
 
     def __init__(self, config: PIQConfig, n_classes: int):
         super().__init__()
@@ -226,6 +240,9 @@ class PIQ(Interpreter):
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        self.refiner = (
+            DetailRefiner(config.detail_channels, n_classes) if config.detail_channels else None
+        )
         reservoir = config.reservoir_size if config.reseed_dead_codes else 0
         self.register_buffer("code_hits", torch.zeros(config.n_keys), persistent=False)
         self.register_buffer("reservoir", torch.zeros(n_classes, reservoir, dim), persistent=False)
@@ -264,15 +281,21 @@ class PIQ(Interpreter):
         """Codes (B, D, H, W) -> mask logits (B, T_dec, F_dec); 13x16 -> 417x513."""
         return self.decoder(self.up(codes)).squeeze(1)
 
-    @staticmethod
-    def mask(logits: Tensor, frames: int, bins: int) -> Tensor:
-        """Sigmoid of the logits, cropped or edge-extended to (B, frames, bins).
+    def mask_logits(
+        self, features: Features, codes: Tensor, classes: Tensor
+    ) -> tuple[Tensor, int]:
+        """Logits (B, T, F) fitted to the input, and the decoder's own frame count.
 
         The reference decoder stops at 417 of 431 frames; repeating its last frame keeps
         the first 417 frames exactly the reference's mask and covers the whole input.
         """
-        mask = fit_frames(torch.sigmoid(logits), frames, mode="edge")
-        return fit_frames(mask.transpose(1, 2), bins, mode="edge").transpose(1, 2)
+        decoded = self.decode(codes)
+        frames, bins = features.magnitude.shape[1:]
+        logits = fit_frames(decoded, frames, mode="edge")
+        logits = fit_frames(logits.transpose(1, 2), bins, mode="edge").transpose(1, 2)
+        if self.refiner is not None:
+            logits = self.refiner(logits, features.log_magnitude, classes)
+        return logits, decoded.shape[1]
 
     def forward(
         self, features: Features, classifier_out: ClassifierOutput, target: Tensor | None = None
@@ -280,38 +303,53 @@ class PIQ(Interpreter):
         """Mask (B, T, F) in [0, 1] explaining class ``target`` (default: the prediction)."""
         classes = resolve_target(classifier_out, target)
         quantized = self.quantize(self.encode(classifier_out.hidden[0]), classes)
-        frames, bins = features.magnitude.shape[1:]
-        return self.mask(self.decode(quantized.codes), frames, bins)
+        return torch.sigmoid(self.mask_logits(features, quantized.codes, classes)[0])
 
     # --- training ---------------------------------------------------------------------
 
     def loss(
-        self, features: Features, classifier_out: ClassifierOutput, classifier: Classifier
+        self,
+        features: Features,
+        classifier_out: ClassifierOutput,
+        classifier: Classifier,
+        guidance: Guidance | None = None,
     ) -> dict[str, Tensor]:
-        """rec: BCE(mask, energy target); vq: ||sg(h) - z_q||^2; commit: ||h - sg(z_q)||^2.
+        """rec: BCE(mask, target); vq: ||sg(h) - z_q||^2; commit: ||h - sg(z_q)||^2; and,
+        with ``in_weight``, the classifier's cross-entropy on the masked-in input.
 
-        The reconstruction compares the decoder's own frames (the first 417 for a 5-s
-        clip), with the target threshold taken per clip over those frames, as the
+        The class is ``guidance.classes`` (default: the prediction). The target is
+        :meth:`Guidance.target_mask` at ``mask_th``: on a clean clip the reference's energy
+        mask, on a mixture the bins where that class's source is loud and dominant. It is
+        compared over the decoder's own frames (the first 417
+        for a 5-s clip), with the threshold taken per clip over those frames, as the
         reference does.
         """
-        classes = classifier_out.prediction
+        guidance = guidance or Guidance.unmixed(features, classifier_out.prediction)
+        classes = guidance.classes
         h = self.encode(classifier_out.hidden[0])
         quantized = self.quantize(h, classes)
-        logits = self.decode(quantized.codes)  # (B, T_dec, F_dec)
-        frames = min(logits.shape[1], features.magnitude.shape[1])
-        bins = min(logits.shape[2], features.magnitude.shape[2])
-        logits = logits[:, :frames, :bins]
-        log_magnitude = features.log_magnitude[:, :frames, :bins]
-        peak = log_magnitude.amax(dim=(1, 2), keepdim=True)
-        target = (log_magnitude > self.config.mask_th * peak).to(logits.dtype)
+        logits, decoded_frames = self.mask_logits(features, quantized.codes, classes)
+        frames = min(decoded_frames, logits.shape[1])
+        guidance = guidance.crop(frames, logits.shape[2])
         if self.training:
             self._record_usage(quantized.indices, classes, h.detach())
-        return {
-            "loss/rec": self.config.rec_weight * F.binary_cross_entropy_with_logits(logits, target),
-            "loss/vq": self.config.vq_weight * F.mse_loss(quantized.code_vectors, h.detach()),
-            "loss/commit": self.config.commit_weight
-            * F.mse_loss(h, quantized.code_vectors.detach()),
+        cfg = self.config
+        terms = {
+            "loss/rec": cfg.rec_weight
+            * guided_bce(
+                logits[:, :frames],
+                guidance,
+                features.log_magnitude[:, :frames],
+                cfg.mask_th,
+                cfg.loud_weight,
+            ).mean(),
+            "loss/vq": cfg.vq_weight * F.mse_loss(quantized.code_vectors, h.detach()),
+            "loss/commit": cfg.commit_weight * F.mse_loss(h, quantized.code_vectors.detach()),
         }
+        if cfg.in_weight > 0:
+            masked = apply_mask(torch.sigmoid(logits), features.magnitude.detach(), self.mask_domain)
+            terms["loss/in"] = cfg.in_weight * F.cross_entropy(classifier(masked).logits, classes)
+        return terms
 
     # --- codebook usage and dead-code re-seeding ---------------------------------------
 

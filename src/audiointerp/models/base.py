@@ -34,6 +34,12 @@ class ClassifierOutput:
         """(B,) argmax class."""
         return self.logits.argmax(dim=-1)
 
+    def __getitem__(self, index: Tensor) -> ClassifierOutput:
+        """The rows ``index`` of every tensor."""
+        return ClassifierOutput(
+            self.logits[index], self.embedding[index], tuple(h[index] for h in self.hidden)
+        )
+
 
 class Classifier(nn.Module):
     """Base class: linear magnitude STFT (B, T, F) -> :class:`ClassifierOutput`.

@@ -51,6 +51,7 @@ from audiointerp.data.esc50 import (
     class_names_from_metadata,
     read_metadata,
 )
+from audiointerp.data.mixtures import MixingConfig
 from audiointerp.data.synthetic import ensure_synthetic
 from audiointerp.features import apply_mask
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
@@ -288,6 +289,8 @@ def interpreter_recipe_class(method_name: str) -> type:
         f"{settings.__name__}Recipe",
         [
             ("interpreter", settings, field(default_factory=settings)),
+            # training on two-class mixtures (prob 0: clean clips, the reference)
+            ("mixing", MixingConfig, field(default_factory=MixingConfig)),
             # a trained classifier model/ folder; "" = the classifier recipe's default
             # output for this data and seed, trained first with classifier_hparams if absent
             ("classifier_folder", str, field(default="")),
@@ -352,7 +355,7 @@ def train_interpreter(method_name: str, config: Any, hparams_dir: Path) -> dict 
         seed_everything(config.train.seed)
         interpreter = build_interpreter(method_name, to_dict(config.interpreter), classifier)
         task = InterpreterTask(
-            interpreter, classifier, classifier_config, config.reference_compatible
+            interpreter, classifier, classifier_config, config.reference_compatible, config.mixing
         )
         fit(task, config, classifier)
     if not ddp.launched_as_main():

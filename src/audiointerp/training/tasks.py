@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from audiointerp.checkpoints import prefixed
 from audiointerp.features import Features
-from audiointerp.interpreters.base import Interpreter
+from audiointerp.data.mixtures import MixedBatch, MixingConfig, mix_batch
+from audiointerp.interpreters.base import Guidance, Interpreter
 from audiointerp.metrics.faithfulness import faithfulness_metrics
 from audiointerp.models import ClassifierConfig, classifier_checkpoint
 from audiointerp.models.base import Classifier, ClassifierOutput
@@ -70,11 +71,17 @@ class InterpreterTask:
     optimiser (which only takes ``model``, the interpreter) and its BatchNorm statistics
     never move. The loss is the sum of ``interpreter.loss`` terms.
 
+    With ``mixing`` (``prob`` > 0), training batches are partly replaced by two-class
+    mixtures (:func:`~audiointerp.data.mixtures.mix_batch`) and the interpreter's loss gets
+    a :class:`~audiointerp.interpreters.base.Guidance` saying which source each explained
+    class belongs to. Validation stays on clean clips.
+
     Args:
         interpreter: the trainable interpreter (``model``).
         classifier: the explained classifier.
         classifier_config: how to rebuild it (stored in the checkpoint).
         reference_compatible: compute the metrics with the reference's formulas.
+        mixing: training on mixtures; None = clean clips only.
     """
 
     def __init__(
@@ -83,12 +90,14 @@ class InterpreterTask:
         classifier: Classifier,
         classifier_config: ClassifierConfig,
         reference_compatible: bool = False,
+        mixing: MixingConfig | None = None,
     ):
         self.model: nn.Module = interpreter
         self.interpreter = interpreter
         self.classifier = classifier.eval().requires_grad_(False)
         self.classifier_config = classifier_config
         self.reference_compatible = reference_compatible
+        self.mixing = mixing or MixingConfig()
 
     def to(self, device: torch.device) -> None:
         self.classifier.to(device)
@@ -102,9 +111,50 @@ class InterpreterTask:
             return features, self.classifier(features.magnitude)
 
     def training_step(self, batch: Batch) -> dict[str, Tensor]:
-        features, classifier_out = self.inputs(batch[0])
-        terms = self.interpreter.loss(features, classifier_out, self.classifier)
-        return {"loss": torch.stack(list(terms.values())).sum(), **terms}
+        waveform, labels, _ = batch
+        if self.mixing.prob == 0:
+            features, classifier_out = self.inputs(waveform)
+            terms = self.interpreter.loss(features, classifier_out, self.classifier)
+        else:
+            mixed = mix_batch(waveform, labels, self.mixing)
+            features, classifier_out = self.inputs(mixed.mixture)
+            rows, guidance = self.guidance(mixed, classifier_out.prediction)
+            features, classifier_out = features[rows], classifier_out[rows]
+            terms = self.interpreter.loss(features, classifier_out, self.classifier, guidance)
+            terms["metric/guided"] = guidance.guided.float().mean().detach()
+        losses = [value for key, value in terms.items() if key.startswith("loss/")]
+        return {"loss": torch.stack(losses).sum(), **terms}
+
+    @torch.no_grad()
+    def guidance(self, mixed: MixedBatch, prediction: Tensor) -> tuple[Tensor, Guidance]:
+        """Rows to train on and their :class:`Guidance`, as magnitude spectra.
+
+        Every row explains its prediction; on a mixture whose prediction is one of its
+        sources the target is that source. Rows whose prediction is neither source (or that
+        are not mixtures) keep the whole input as their target, which is what an unguided
+        method sees. When the interpreter :attr:`~Interpreter.learns_targets`, each guided
+        mixture is repeated once more to explain its other source's class.
+        """
+        labels, (source_a, source_b) = mixed.labels, mixed.sources.unbind(1)
+        matches = labels == prediction[:, None]  # (B, 2); label -1 never matches
+        guided = (labels[:, 1] >= 0) & matches.any(1)
+        second = matches[:, 1] & guided  # the prediction is source b's class
+        first = guided & ~second
+        target = torch.where(
+            second[:, None], source_b, torch.where(first[:, None], source_a, mixed.mixture)
+        )
+        rows = torch.arange(len(prediction), device=prediction.device)
+        classes = prediction
+        if self.interpreter.learns_targets:
+            extra = guided.nonzero().squeeze(1)
+            alternative = torch.where(second[:, None], source_a, source_b)[extra]
+            rows = torch.cat([rows, extra])
+            target = torch.cat([target, alternative])
+            guided = torch.cat([guided, torch.ones_like(extra, dtype=torch.bool)])
+            classes = torch.cat([classes, torch.where(second, labels[:, 0], labels[:, 1])[extra]])
+        other = mixed.mixture[rows] - target
+        extractor = self.classifier.feature_extractor
+        return rows, Guidance(extractor(target).magnitude, extractor(other).magnitude, guided, classes)
 
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
         """Per-example faithfulness (AI, AD, AG, FF, fid_in, SPS, COMP) plus the loss terms."""
