@@ -51,8 +51,8 @@ def test_demo_runs_every_stage_then_reuses_them(
         assert (out / stage / "metrics.json").is_file()
     metrics = yaml.safe_load((out / "evaluation" / "metrics.json").read_text())
     assert set(metrics["methods"]) == {
-        "l2i_conv2d", "piq_conv2d", "lmac_conv2d", "energy_conv2d", "saliency_conv2d", "gradcam_conv2d",
-        "random_conv2d", "ones_conv2d",
+        "l2i_conv2d", "piq_conv2d", "lmac_conv2d", "energy_conv2d", "saliency_conv2d",
+        "gradcam_conv2d", "random_conv2d", "ones_conv2d",
     }  # fmt: skip
     assert (out / "evaluation" / "report" / "index.html").is_file()
     explained = sorted(p.name for p in (out / "explained").glob("*.explanation.wav"))

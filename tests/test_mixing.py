@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from audiointerp.config import ConfigError, from_dict
 from audiointerp.data.mixtures import MixedBatch, MixingConfig, mix_batch, scale_pair
 from audiointerp.features import FeatureConfig, Features
 from audiointerp.interpreters.base import Guidance
@@ -16,7 +17,6 @@ from audiointerp.interpreters.refine import DetailRefiner
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models import ClassifierConfig
 from audiointerp.training.recipe import interpreter_recipe_class
-from audiointerp.config import ConfigError, from_dict
 from audiointerp.training.tasks import InterpreterTask
 from tests.toys import BandClassifier
 
@@ -86,7 +86,9 @@ def test_guidance_target_mask_is_loud_and_dominant_bins():
 def band_task(mixing: MixingConfig) -> InterpreterTask:
     classifier = BandClassifier(FEATURES, ["low", "high"])
     interpreter = build_interpreter("energy", {}, classifier)
-    return InterpreterTask(interpreter, classifier, ClassifierConfig(features=FEATURES), mixing=mixing)
+    return InterpreterTask(
+        interpreter, classifier, ClassifierConfig(features=FEATURES), mixing=mixing
+    )
 
 
 def test_guidance_follows_the_prediction_to_its_source():
@@ -116,7 +118,9 @@ def test_training_step_mixes_and_reports_the_guided_fraction():
 
     conv = BandConv2d(FEATURES, ["band", "other"], dim=4).eval()
     lmac = build_interpreter("lmac", {"width": 1 / 16, "g_w": 4.0}, conv)
-    task = InterpreterTask(lmac, conv, ClassifierConfig(features=FEATURES), mixing=MixingConfig(1.0))
+    task = InterpreterTask(
+        lmac, conv, ClassifierConfig(features=FEATURES), mixing=MixingConfig(1.0)
+    )
     out = task.training_step((waveform, labels, [""] * 8))
     assert "loss/guide" in out and 0.0 <= float(out["metric/guided"]) <= 1.0
     terms = [v for k, v in out.items() if k.startswith("loss/")]
@@ -200,7 +204,9 @@ def test_detail_refiner_starts_as_identity_and_learns_class_specific_detail():
     optimiser = torch.optim.Adam(refiner.parameters(), lr=2e-2)
     for _ in range(300):
         optimiser.zero_grad()
-        F.binary_cross_entropy_with_logits(refiner(coarse, log_magnitude, classes), target).backward()
+        F.binary_cross_entropy_with_logits(
+            refiner(coarse, log_magnitude, classes), target
+        ).backward()
         optimiser.step()
     with torch.no_grad():
         correct = (torch.sigmoid(refiner(coarse, log_magnitude, classes)) > 0.5) == target.bool()
@@ -238,10 +244,16 @@ def test_target_learners_also_train_the_other_source_class():
     mixed = MixedBatch(sources.sum(1), sources, torch.tensor([[0, 1], [0, -1]]))
     conv = BandConv2d(FEATURES, ["low", "high"], dim=4).eval()
     lmac = build_interpreter("lmac", {"width": 1 / 16, "class_conditional": True}, conv)
-    task = InterpreterTask(lmac, conv, ClassifierConfig(features=FEATURES), mixing=MixingConfig(1.0))
+    task = InterpreterTask(
+        lmac, conv, ClassifierConfig(features=FEATURES), mixing=MixingConfig(1.0)
+    )
     rows, guidance = task.guidance(mixed, torch.tensor([0, 0]))
     assert rows.tolist() == [0, 1, 0]  # the mixture again, for its other source's class
-    assert guidance.classes.tolist() == [0, 0, 1] and guidance.guided.tolist() == [True, False, True]
+    assert guidance.classes.tolist() == [0, 0, 1] and guidance.guided.tolist() == [
+        True,
+        False,
+        True,
+    ]
     extractor = conv.feature_extractor
     assert torch.allclose(guidance.target[2], extractor(high[None]).magnitude[0], atol=1e-5)
     assert torch.allclose(guidance.other[2], extractor(low[None]).magnitude[0], atol=1e-5)
@@ -256,9 +268,13 @@ def test_class_conditional_lmac_explains_the_requested_class():
     plain = build_interpreter("lmac", {"width": 1 / 16}, classifier).eval()
     assert not plain.learns_targets
     with torch.no_grad():
-        assert torch.equal(plain(features, out, torch.tensor([0, 0])), plain(features, out, torch.tensor([1, 1])))
+        assert torch.equal(
+            plain(features, out, torch.tensor([0, 0])), plain(features, out, torch.tensor([1, 1]))
+        )
     torch.manual_seed(0)
-    conditional = build_interpreter("lmac", {"width": 1 / 16, "class_conditional": True}, classifier)
+    conditional = build_interpreter(
+        "lmac", {"width": 1 / 16, "class_conditional": True}, classifier
+    )
     assert conditional.learns_targets
     conditional.load_state_dict(plain.state_dict(), strict=False)
     with torch.no_grad():  # the conditioning starts as identity

@@ -303,10 +303,13 @@ class LMAC(Interpreter):
         guidance BCE on mixtures (see the module notes).
 
         The class is ``guidance.classes`` (default: the classifier's prediction on the
-        input); the classifier should be frozen (eval mode, no parameter gradients): only the mask receives gradients.
+        input); the classifier should be frozen (eval mode, no parameter gradients): only
+        the mask receives gradients.
         """
         cfg = self.config
-        predicted = (guidance.classes if guidance is not None else classifier_out.prediction).detach()
+        predicted = (
+            guidance.classes if guidance is not None else classifier_out.prediction
+        ).detach()
         logits = self.mask_logits(features, classifier_out, predicted)
         mask = torch.sigmoid(logits)  # (B, T, F)
         magnitude = features.magnitude.detach()

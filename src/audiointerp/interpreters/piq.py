@@ -281,9 +281,7 @@ class PIQ(Interpreter):
         """Codes (B, D, H, W) -> mask logits (B, T_dec, F_dec); 13x16 -> 417x513."""
         return self.decoder(self.up(codes)).squeeze(1)
 
-    def mask_logits(
-        self, features: Features, codes: Tensor, classes: Tensor
-    ) -> tuple[Tensor, int]:
+    def mask_logits(self, features: Features, codes: Tensor, classes: Tensor) -> tuple[Tensor, int]:
         """Logits (B, T, F) fitted to the input, and the decoder's own frame count.
 
         The reference decoder stops at 417 of 431 frames; repeating its last frame keeps
@@ -347,7 +345,9 @@ class PIQ(Interpreter):
             "loss/commit": cfg.commit_weight * F.mse_loss(h, quantized.code_vectors.detach()),
         }
         if cfg.in_weight > 0:
-            masked = apply_mask(torch.sigmoid(logits), features.magnitude.detach(), self.mask_domain)
+            masked = apply_mask(
+                torch.sigmoid(logits), features.magnitude.detach(), self.mask_domain
+            )
             terms["loss/in"] = cfg.in_weight * F.cross_entropy(classifier(masked).logits, classes)
         return terms
 

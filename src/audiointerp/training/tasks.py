@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiointerp.checkpoints import prefixed
-from audiointerp.features import Features
 from audiointerp.data.mixtures import MixedBatch, MixingConfig, mix_batch
+from audiointerp.features import Features
 from audiointerp.interpreters.base import Guidance, Interpreter
 from audiointerp.metrics.faithfulness import faithfulness_metrics
 from audiointerp.models import ClassifierConfig, classifier_checkpoint
@@ -154,7 +154,9 @@ class InterpreterTask:
             classes = torch.cat([classes, torch.where(second, labels[:, 0], labels[:, 1])[extra]])
         other = mixed.mixture[rows] - target
         extractor = self.classifier.feature_extractor
-        return rows, Guidance(extractor(target).magnitude, extractor(other).magnitude, guided, classes)
+        return rows, Guidance(
+            extractor(target).magnitude, extractor(other).magnitude, guided, classes
+        )
 
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
         """Per-example faithfulness (AI, AD, AG, FF, fid_in, SPS, COMP) plus the loss terms."""
