@@ -17,6 +17,7 @@ from audiointerp.config import ConfigError
 from audiointerp.evaluation import (
     METRIC_DIRECTIONS,
     EvalConfig,
+    baseline_shortfalls,
     classifier_id,
     format_table,
     metric_ranks,
@@ -148,3 +149,27 @@ def test_classifier_id_tells_weights_apart() -> None:
             "y": {"classifier_id": classifier_id(second)}}  # fmt: skip
     table = format_table({"methods": rows, "oracle": {}, "ranking": {}})
     assert "rows explain 2 different classifiers" in table
+
+
+def test_table_states_where_a_trained_method_is_below_a_baseline() -> None:
+    def row(interpreter: str, si_snri: float, clf: str = "c1", **flags: bool) -> dict:
+        flags = {"bound": False, "control": False, **flags}
+        return {"interpreter": interpreter, "si_snri": si_snri, "classifier_id": clf, **flags}
+
+    rows = {
+        "piq_conv2d": row("piq", 1.0),
+        "lmac_conv2d": row("lmac", 4.0),
+        "gradcam_conv2d": row("gradcam", 2.0),
+        "saliency_conv2d": row("saliency", -5.0),
+        "energy_conv2d": row("energy", 9.0, control=True),
+        "ones_conv2d": row("ones", 0.0, bound=True, control=True),
+        "l2i_other": row("l2i", -1.0, clf="c2"),  # another classifier: not compared
+    }
+    assert baseline_shortfalls({"methods": rows}) == [
+        "piq_conv2d is below the baseline gradcam_conv2d on si_snri: 1 vs 2"
+    ]
+    table = format_table({"methods": rows, "oracle": {}, "ranking": {}})
+    assert (
+        table.splitlines()[-1]
+        == "piq_conv2d is below the baseline gradcam_conv2d on si_snri: 1 vs 2"
+    )

@@ -626,4 +626,24 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(
             f"rows explain {len(ids)} different classifiers (column clf): compare within one"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + baseline_shortfalls(result))
+
+
+def baseline_shortfalls(result: dict[str, Any], metric: str = "si_snri") -> list[str]:
+    """One line per (trained method, attribution baseline) pair of the same classifier
+    where the trained method scores lower on ``metric``: the comparison users ask for
+    ("does training an interpreter beat a gradient map?"), stated where it fails."""
+    rows = {
+        name: row
+        for name, row in result["methods"].items()
+        if not row.get("bound") and not row.get("control") and isinstance(row.get(metric), float)
+    }
+    trained = {n: r for n, r in rows.items() if INTERPRETERS[r["interpreter"]].trainable}
+    baselines = {n: r for n, r in rows.items() if not INTERPRETERS[r["interpreter"]].trainable}
+    return [
+        f"{name} is below the baseline {other} on {metric}: "
+        f"{row[metric]:.3g} vs {base[metric]:.3g}"
+        for name, row in trained.items()
+        for other, base in baselines.items()
+        if row.get("classifier_id") == base.get("classifier_id") and row[metric] < base[metric]
+    ]
