@@ -641,8 +641,7 @@ def baseline_shortfalls(result: dict[str, Any], metric: str = "si_snri") -> list
     trained = {n: r for n, r in rows.items() if INTERPRETERS[r["interpreter"]].trainable}
     baselines = {n: r for n, r in rows.items() if not INTERPRETERS[r["interpreter"]].trainable}
     return [
-        f"{name} is below the baseline {other} on {metric}: "
-        f"{row[metric]:.3g} vs {base[metric]:.3g}"
+        f"{name} is below the baseline {other} on {metric}: {row[metric]:.3g} vs {base[metric]:.3g}"
         for name, row in trained.items()
         for other, base in baselines.items()
         if row.get("classifier_id") == base.get("classifier_id") and row[metric] < base[metric]

@@ -49,9 +49,14 @@ class Guidance:
     def target_mask(self, threshold: float) -> Tensor:
         """(B, T, F) 1 where the target is loud (log1p|S| > threshold * its per-clip max)
         and louder than the rest; for a clean clip, the reference PIQ's energy target."""
-        log_target = torch.log1p(self.target)
-        peak = log_target.amax(dim=(1, 2), keepdim=True)
-        return ((log_target > threshold * peak) & (self.target >= self.other)).float()
+        loud = loud_bins(torch.log1p(self.target), threshold)
+        return (loud & (self.target >= self.other)).float()
+
+
+def loud_bins(log_magnitude: Tensor, threshold: float) -> Tensor:
+    """(B, T, F) bool: log1p|X| above ``threshold`` x its per-clip max (the reference PIQ's
+    rule for the bins that matter)."""
+    return log_magnitude > threshold * log_magnitude.amax(dim=(1, 2), keepdim=True)
 
 
 def guided_bce(
@@ -68,8 +73,7 @@ def guided_bce(
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     per_example = bce.mean(dim=(1, 2))
     if loud_weight > 0:
-        peak = log_magnitude.amax(dim=(1, 2), keepdim=True)
-        loud = (log_magnitude > threshold * peak).to(bce.dtype)
+        loud = loud_bins(log_magnitude, threshold).to(bce.dtype)
         loud_mean = (bce * loud).sum(dim=(1, 2)) / loud.sum(dim=(1, 2)).clamp_min(1.0)
         per_example = per_example + loud_weight * loud_mean
     return per_example

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from audiointerp.config import ConfigError, from_dict, to_dict
 from audiointerp.features import Features, MaskDomain, apply_mask, fit_frames
 from audiointerp.interpreters.base import Guidance, Interpreter, guided_bce, resolve_target
-from audiointerp.interpreters.refine import DetailRefiner
+from audiointerp.interpreters.refine import ClassFiLM, DetailRefiner
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.cnn14 import Cnn14Classifier
@@ -207,24 +207,6 @@ def total_variation(mask: Tensor, weights: Tensor | None = None) -> Tensor:
     return (per_example if weights is None else per_example * weights).mean()
 
 
-class ClassFiLM(nn.Module):
-    """Per-class scale and shift of each hidden map's channels: h * (1 + a[c]) + b[c].
-
-    Both start at zero, so an untrained conditioning leaves the maps unchanged.
-    """
-
-    def __init__(self, n_classes: int, channels: tuple[int, ...]):
-        super().__init__()
-        self.scale = nn.ParameterList(nn.Parameter(torch.zeros(n_classes, c)) for c in channels)
-        self.shift = nn.ParameterList(nn.Parameter(torch.zeros(n_classes, c)) for c in channels)
-
-    def forward(self, hidden: tuple[Tensor, ...], classes: Tensor) -> tuple[Tensor, ...]:
-        return tuple(
-            h * (1 + scale[classes][:, :, None, None]) + shift[classes][:, :, None, None]
-            for h, scale, shift in zip(hidden, self.scale, self.shift, strict=True)
-        )
-
-
 @register("lmac")
 class LMAC(Interpreter):
     """Decoder over the classifier's hidden maps -> sigmoid mask (B, T, F) on |X|.
@@ -320,9 +302,10 @@ class LMAC(Interpreter):
             ]
         )
         logits_in, logits_out = classifier(masked).logits.chunk(2)  # one pass for both
+        guide = guidance is not None and cfg.g_w > 0
         guided = (
             guidance.guided.to(mask.dtype)
-            if guidance is not None and cfg.g_w > 0
+            if guide
             else torch.zeros(len(mask), dtype=mask.dtype, device=mask.device)
         )
         regularised = 1.0 - guided  # the reference drops L1/TV where guidance applies
@@ -335,7 +318,7 @@ class LMAC(Interpreter):
             "loss/l1": cfg.reg_w_l1 * l1,
             "loss/tv": cfg.reg_w_tv * total_variation(mask, regularised),
         }
-        if guidance is not None and cfg.g_w > 0:
+        if guide:
             bce = guided_bce(logits, guidance, features.log_magnitude, cfg.bin_th, cfg.loud_weight)
             terms["loss/guide"] = cfg.g_w * (bce * guided).mean()
         return terms

@@ -318,9 +318,8 @@ class PIQ(Interpreter):
         The class is ``guidance.classes`` (default: the prediction). The target is
         :meth:`Guidance.target_mask` at ``mask_th``: on a clean clip the reference's energy
         mask, on a mixture the bins where that class's source is loud and dominant. It is
-        compared over the decoder's own frames (the first 417
-        for a 5-s clip), with the threshold taken per clip over those frames, as the
-        reference does.
+        compared over the decoder's own frames (the first 417 for a 5-s clip), with the
+        threshold taken per clip over those frames, as the reference does.
         """
         guidance = guidance or Guidance.unmixed(features, classifier_out.prediction)
         classes = guidance.classes

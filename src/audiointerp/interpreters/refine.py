@@ -1,4 +1,7 @@
-"""Full-resolution detail for masks decoded from a classifier's coarse hidden map.
+"""Class conditioning and full-resolution detail for decoded masks.
+
+:class:`ClassFiLM` conditions feature maps on the explained class (L-MAC's decoder
+inputs, the refiner's first layer).
 
 PIQ's and L-MAC's decoders start from the classifier's hidden map, 1/16 (conv2d) of the
 STFT's resolution on each axis, so their masks are blocky: even the ideal ratio mask,
@@ -19,6 +22,24 @@ from torch import Tensor, nn
 DILATIONS = (2, 4, 8)  # after a 5 x 5 layer: a 33 x 33 receptive field
 
 
+class ClassFiLM(nn.Module):
+    """Per-class scale and shift of each hidden map's channels: h * (1 + a[c]) + b[c].
+
+    Both start at zero, so an untrained conditioning leaves the maps unchanged.
+    """
+
+    def __init__(self, n_classes: int, channels: tuple[int, ...]):
+        super().__init__()
+        self.scale = nn.ParameterList(nn.Parameter(torch.zeros(n_classes, c)) for c in channels)
+        self.shift = nn.ParameterList(nn.Parameter(torch.zeros(n_classes, c)) for c in channels)
+
+    def forward(self, hidden: tuple[Tensor, ...], classes: Tensor) -> tuple[Tensor, ...]:
+        return tuple(
+            h * (1 + scale[classes][:, :, None, None]) + shift[classes][:, :, None, None]
+            for h, scale, shift in zip(hidden, self.scale, self.shift, strict=True)
+        )
+
+
 class DetailRefiner(nn.Module):
     """(coarse logits, log1p|X|, class) -> refined logits (B, T, F).
 
@@ -33,8 +54,7 @@ class DetailRefiner(nn.Module):
     def __init__(self, channels: int, n_classes: int):
         super().__init__()
         self.inlet = nn.Conv2d(2, channels, 5, padding=2)
-        self.scale = nn.Parameter(torch.zeros(n_classes, channels))
-        self.shift = nn.Parameter(torch.zeros(n_classes, channels))
+        self.condition = ClassFiLM(n_classes, (channels,))
         layers: list[nn.Module] = []
         for dilation in DILATIONS:
             layers += [nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)]
@@ -50,5 +70,5 @@ class DetailRefiner(nn.Module):
         x = torch.stack([logits, log_magnitude / peak], 1)
         # channels-last: ~2.5x faster convolutions of a few channels over many bins (CPU)
         h = self.inlet(x.contiguous(memory_format=torch.channels_last))
-        h = h * (1 + self.scale[classes][:, :, None, None]) + self.shift[classes][:, :, None, None]
+        (h,) = self.condition((h,), classes)
         return logits + self.outlet(self.body(torch.relu(h))).squeeze(1).contiguous()
