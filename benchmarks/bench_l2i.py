@@ -78,7 +78,7 @@ def speed(classifier: Classifier, interpreter: L2I, batch: int, seconds: float, 
     threshold = interpreter.config.relevance_th
 
     def vectorised_mask() -> torch.Tensor:
-        selected = (interpreter.relevance(activations, targets) > threshold).float()
+        selected = interpreter.relevance(activations, targets) > threshold
         return interpreter.component_mask(activations, selected)
 
     mask_vectorised = clips_per_second(vectorised_mask, batch, repeats)

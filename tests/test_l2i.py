@@ -355,3 +355,21 @@ def test_cnn14_recipe_trains_end_to_end(
     saved = load_checkpoint(output / "model")
     assert saved.config["interpreter"]["hidden_channels"] == [64, 32, 16, 8]
     assert saved.tensors["interpreter.psi.convt9.weight"].shape == (1, 4, 7, 5)
+
+
+def test_component_mask_gathers_any_selection() -> None:
+    """Per-clip selections of different sizes (none, one, several, all) give the share of
+    the selected components in the full reconstruction, as a masked full decode does."""
+    _, interpreter = build("conv2d")
+    n_components = interpreter.config.n_components
+    activations = torch.rand(4, n_components, 30, generator=torch.Generator().manual_seed(3))
+    selected = torch.zeros(4, n_components, dtype=torch.bool)
+    selected[1, 5] = True
+    selected[2, ::3] = True
+    selected[3] = True
+    expected = interpreter.nmf.decode(activations * selected.unsqueeze(-1)) / (
+        interpreter.nmf.decode(activations) + interpreter.config.eps
+    )
+    got = interpreter.component_mask(activations, selected)
+    torch.testing.assert_close(got, expected.clamp(0, 1), atol=1e-6, rtol=1e-5)
+    assert float(got[0].abs().max()) == 0.0 and float(got[3].min()) > 0.99

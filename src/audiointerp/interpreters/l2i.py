@@ -260,11 +260,20 @@ class L2I(Interpreter):
     def component_mask(self, activations: Tensor, selected: Tensor) -> Tensor:
         """Share of the selected components in the NMF reconstruction, (B, T, F) in [0, 1].
 
+        The kept part is decoded from the selected components only (gathered per clip,
+        padded to the batch's largest selection), so it costs a fraction of the full
+        reconstruction when few components are relevant, as the reference's loop does.
+
         Args:
             activations: H (B, K, T).
-            selected: (B, K), 1 for a kept component, 0 otherwise.
+            selected: (B, K) bool, True for a kept component.
         """
-        kept = self.nmf.decode(activations * selected.unsqueeze(-1))  # (B, T, F)
+        n_kept = int(selected.sum(1).max())
+        order = selected.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :n_kept]
+        keep = selected.gather(1, order).unsqueeze(-1)  # (B, M, 1): False on padding
+        frames = activations.shape[-1]
+        kept_h = F.relu(activations.gather(1, order.unsqueeze(-1).expand(-1, -1, frames)))
+        kept = (kept_h * keep).transpose(1, 2) @ self.nmf.templates.T[order]  # (B, T, F)
         total = self.nmf.decode(activations)
         return (kept / (total + self.config.eps)).clamp(0.0, 1.0)
 
@@ -275,8 +284,7 @@ class L2I(Interpreter):
         prediction); each clip's mask depends on that clip alone (with psi in eval mode)."""
         activations = self.activations(classifier_out, features.magnitude.shape[1])
         relevance = self.relevance(activations, resolve_target(classifier_out, target))
-        selected = (relevance > self.config.relevance_th).to(activations.dtype)
-        return self.component_mask(activations, selected)
+        return self.component_mask(activations, relevance > self.config.relevance_th)
 
     def loss(
         self,
