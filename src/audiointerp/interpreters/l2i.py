@@ -274,8 +274,8 @@ class L2I(Interpreter):
         frames = activations.shape[-1]
         kept_h = F.relu(activations.gather(1, order.unsqueeze(-1).expand(-1, -1, frames)))
         kept = (kept_h * keep).transpose(1, 2) @ self.nmf.templates.T[order]  # (B, T, F)
-        total = self.nmf.decode(activations)
-        return (kept / (total + self.config.eps)).clamp(0.0, 1.0)
+        total = self.nmf.decode(activations).add_(self.config.eps)
+        return kept.div_(total).clamp_(0.0, 1.0)  # in place: the batch's maps exceed the cache
 
     def forward(
         self, features: Features, classifier_out: ClassifierOutput, target: Tensor | None = None
