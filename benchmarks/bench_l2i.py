@@ -1,7 +1,7 @@
 """L2I explanation speed on CPU, and theta's agreement with the classifier.
 
     python benchmarks/bench_l2i.py [--model results/l2i_demo/1234/model] [--data_folder DIR]
-                                   [--batch 16] [--seconds 5] [--threads 1]
+                                   [--batch 16] [--seconds 5] [--threads 1] [--device cuda]
 
 Speed (a batch of clips, random audio): the whole explanation (STFT -> classifier -> psi
 -> relevance -> mask -> iSTFT) for the batch at once vs one clip at a time, and the
@@ -53,10 +53,18 @@ def loop_masks(interpreter: L2I, activations: torch.Tensor, targets: torch.Tenso
 
 def clips_per_second(run: Callable[[], object], n_clips: int, repeats: int) -> float:
     run()  # warm-up
+    synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         run()
+    synchronize()
     return n_clips * repeats / (time.perf_counter() - start)
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so the timings cover it (no-op on CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -64,7 +72,7 @@ def speed(classifier: Classifier, interpreter: L2I, batch: int, seconds: float, 
     rate = classifier.feature_config.sample_rate
     waveform = 0.1 * torch.randn(
         batch, int(seconds * rate), generator=torch.Generator().manual_seed(0)
-    )
+    ).to(next(interpreter.parameters()).device)
     vectorised = clips_per_second(
         lambda: explain(classifier, interpreter, waveform), batch, repeats
     )
@@ -86,9 +94,8 @@ def speed(classifier: Classifier, interpreter: L2I, batch: int, seconds: float, 
         lambda: loop_masks(interpreter, activations, targets), batch, repeats
     )
     frames, bins = features.magnitude.shape[1:]
-    print(
-        f"{batch} clips of {seconds:g} s ({frames} x {bins}), {torch.get_num_threads()} thread(s)"
-    )
+    where = waveform.device if waveform.is_cuda else f"{torch.get_num_threads()} thread(s)"
+    print(f"{batch} clips of {seconds:g} s ({frames} x {bins}), {where}")
     print(f"whole explanation: batch {vectorised:.2f} clips/s, one clip at a time "
           f"{per_clip:.2f} clips/s ({vectorised / per_clip:.2f}x)")  # fmt: skip
     print(f"mask step from H:  vectorised {mask_vectorised:.1f} clips/s, per-sample loop "
@@ -122,6 +129,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16, help="psi and encoder width (no --model)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the speed part)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.model:
@@ -132,7 +140,8 @@ def main() -> None:
         config = ClassifierConfig(name="conv2d", dim=args.width, lin_neurons=32)
         classifier = build_classifier(config, [f"class{i}" for i in range(10)]).eval()
         interpreter = build_interpreter("l2i", {"width": args.width}, classifier).eval()
-    speed(classifier, interpreter, args.batch, args.seconds, args.repeats)
+    speed(classifier.to(args.device), interpreter.to(args.device), args.batch, args.seconds,
+          args.repeats)  # fmt: skip
     if args.model:
         data_folder = args.data_folder or str(ensure_synthetic())
         theta_agreement(args.model, data_folder, args.test_folds, args.batch)
