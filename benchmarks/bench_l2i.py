@@ -1,4 +1,4 @@
-"""L2I explanation speed on CPU, and theta's agreement with the classifier.
+"""L2I explanation speed (CPU or GPU), and theta's agreement with the classifier.
 
     python benchmarks/bench_l2i.py [--model results/l2i_demo/1234/model] [--data_folder DIR]
                                    [--batch 16] [--seconds 5] [--threads 1] [--device cuda]

@@ -4,13 +4,14 @@
 inputs, the refiner's first layer).
 
 PIQ's and L-MAC's decoders start from the classifier's hidden map, 1/16 (conv2d) of the
-STFT's resolution on each axis, so their masks are blocky: even the ideal ratio mask,
-averaged over 16 x 16 blocks, gains only about +6 dB on the synthetic mixtures (vs +23 dB
-at full resolution). :class:`DetailRefiner` adds a residual computed at full resolution
-from the coarse logits and the input's own normalised log-spectrum, conditioned on the
-explained class: the coarse map says which region to keep, the local spectral texture
-(partials, clicks, noise; a 33 x 33 neighbourhood through dilated convolutions) says
-which bins in it sound like that class. It is an option (``detail_channels`` > 0); the
+STFT's resolution on each axis, so fine detail has to be invented by their upsampling:
+the ideal ratio mask averaged over 16 x 16 blocks gains only about +6 dB on the synthetic
+mixtures (vs +23 dB at full resolution), and thin or moving tonal lines stay blurred.
+:class:`DetailRefiner` adds a residual computed at full resolution from the coarse logits
+and the input's own normalised log-spectrum, conditioned on the explained class: the
+coarse map says which region to keep, the local spectral texture (partials, clicks,
+noise; a 33 x 33 neighbourhood through dilated convolutions) says which bins in it sound
+like that class. It is an option (``detail_channels`` > 0); the
 reference has no such path.
 """
 
