@@ -9,6 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "audiointerp"
 # Longest matching prefix wins; a module may import modules of lower or equal rank.
 RANKS = {
     "audiointerp": 0,
+    "audiointerp.errors": 1,
     "audiointerp.io": 1,
     "audiointerp.config": 2,
     "audiointerp.checkpoints": 2,

@@ -28,14 +28,11 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from audiointerp import __version__
+from audiointerp.errors import CheckpointError
 from audiointerp.io import replace_folder
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "meta.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder or file that cannot be used; the message says why."""
 
 
 @dataclass

@@ -15,33 +15,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from audiointerp import __version__
-from audiointerp.checkpoints import CheckpointError, load_checkpoint
-from audiointerp.config import ConfigError
-from audiointerp.data.esc50 import ESC50_URL, DataError, prepare_esc50
+from audiointerp.checkpoints import load_checkpoint
+from audiointerp.data.esc50 import ESC50_URL, prepare_esc50
 from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
+from audiointerp.errors import USER_ERRORS, UserError
 from audiointerp.evaluation import BOUND_METHODS, EvalConfig, evaluate
 from audiointerp.interpreters.nmf import import_nmf
 from audiointerp.interpreters.piq import import_piq
-from audiointerp.io import AudioError
 from audiointerp.models.speechbrain import import_cnn14, import_conv2d
-from audiointerp.pipeline import Explainer, TargetError, collect_inputs, explain_to_files
+from audiointerp.pipeline import Explainer, collect_inputs, explain_to_files
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-# Errors a user can cause and fix: one line on stderr, exit 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    CheckpointError,
-    AudioError,
-    ConfigError,
-    DataError,
-    FileNotFoundError,
-    NotADirectoryError,
-)
-
-
-class UserError(ValueError):
-    """A usage problem worth one clear line (bad option combination, wrong folder...)."""
 
 
 def _data_esc50(args: argparse.Namespace) -> int:
@@ -131,10 +116,7 @@ def _interpret(args: argparse.Namespace) -> int:
     """Explain every input file; a bad file is one stderr line and the run goes on."""
     explainer = Explainer.from_pretrained(args.model_dir)
     if args.target is not None:
-        try:
-            explainer.class_index(args.target)
-        except TargetError as error:
-            raise UserError(str(error)) from error
+        explainer.class_index(args.target)
     pairs = collect_inputs(args.inputs)
     if not any(path.exists() for path, _ in pairs):
         inputs = " ".join(map(str, args.inputs))
@@ -308,7 +290,7 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
     """Call a subcommand, mapping user errors to one line + exit 2."""
     try:
         return int(func(args) or EXIT_OK)
-    except (*USER_ERRORS, UserError) as error:
+    except USER_ERRORS as error:
         print(f"audiointerp: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -16,13 +16,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from audiointerp.errors import ConfigError
 from audiointerp.io import write_text_atomic
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A bad config file or override; the message names the key."""
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -18,16 +18,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from audiointerp.errors import AudioError
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-
-class AudioError(ValueError):
-    """A user-facing problem with an audio file or array: says which one and why."""
-
-    def __init__(self, source: str | os.PathLike, reason: str):
-        self.source = str(source)
-        self.reason = reason
-        super().__init__(f"{self.source}: {reason}")
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

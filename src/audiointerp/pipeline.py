@@ -34,6 +34,7 @@ from audiointerp.checkpoints import (
     load_checkpoint,
 )
 from audiointerp.config import load_yaml
+from audiointerp.errors import TargetError
 from audiointerp.features import apply_mask
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.registry import build_interpreter
@@ -59,10 +60,6 @@ from audiointerp.models import Classifier, load_classifier
 
 Normalization = Literal["peak", "signed_max", "none"]
 INTERPRETER_PREFIX = "interpreter"
-
-
-class TargetError(ValueError):
-    """A ``target`` the model does not have; the message lists the valid class names."""
 
 
 @dataclass

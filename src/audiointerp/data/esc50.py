@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from audiointerp.errors import DataError
 from audiointerp.io import load_audio, write_text_atomic
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
@@ -51,15 +52,6 @@ ESC50_REFERENCE_CLASSES = (
 )  # fmt: skip
 
 _CHUNK_BYTES = 1 << 20
-
-
-class DataError(ValueError):
-    """A user-fixable problem with a data set folder, archive or download: names it and why."""
-
-    def __init__(self, source: str | os.PathLike, reason: str):
-        self.source = str(source)
-        self.reason = reason
-        super().__init__(f"{self.source}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ from audiointerp.config import (
     to_dict,
 )
 from audiointerp.data.esc50 import (
-    DataError,
     ESC50Dataset,
     Normalization,
     SplitConfig,
@@ -53,9 +52,10 @@ from audiointerp.data.esc50 import (
 )
 from audiointerp.data.mixtures import MixingConfig
 from audiointerp.data.synthetic import ensure_synthetic
+from audiointerp.errors import USER_ERRORS
 from audiointerp.features import apply_mask
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
-from audiointerp.io import AudioError, atomic_write, save_audio, write_text_atomic
+from audiointerp.io import atomic_write, save_audio, write_text_atomic
 from audiointerp.models import (
     Classifier,
     ClassifierConfig,
@@ -66,7 +66,6 @@ from audiointerp.training import ddp
 from audiointerp.training.loop import Task, TrainConfig, Trainer, evaluate, seed_everything
 from audiointerp.training.tasks import ClassifierTask, InterpreterTask
 
-USER_ERRORS = (ConfigError, CheckpointError, AudioError, DataError, FileNotFoundError)
 ALIASES = {"seed": "train.seed", "device": "train.device"}
 
 
