@@ -16,6 +16,7 @@ RANKS = {
     "audiointerp.features": 2,
     "audiointerp.data": 3,
     "audiointerp.models": 4,
+    "audiointerp.models.fast": 4,
     "audiointerp.interpreters": 5,
     "audiointerp.metrics": 6,
     "audiointerp.training": 7,

@@ -57,6 +57,7 @@ from audiointerp.longaudio import (
     sample_weights,
 )
 from audiointerp.models import Classifier, load_classifier
+from audiointerp.models.fast import COLUMN_BUDGET_BYTES, fast_copy, peak_activation_bytes
 
 Normalization = Literal["peak", "signed_max", "none"]
 INTERPRETER_PREFIX = "interpreter"
@@ -149,8 +150,12 @@ class Explainer:
         normalization: per-window scaling before classification, as in training (``peak``:
             by max |x|); the explanation is scaled back, so it is on the input's scale.
         window_batch: windows processed together. Memory grows with it, not with the
-            length of the audio; 1 suits reference-width models (PIQ's decoder holds
-            several 256 x 408 x 504 maps per window).
+            length of the audio. None: as many as ``memory_budget`` allows, from one
+            window's measured activations (1 at the reference width, where PIQ's decoder
+            holds 256 x 408 x 504 maps, more for narrow models).
+        memory_budget: bytes of activations a batch of windows may take (window_batch None).
+        fast: explain with :func:`~audiointerp.models.fast.fast_copy` copies of the
+            classifier and interpreter (the same math, faster; the originals are not kept).
     """
 
     def __init__(
@@ -160,10 +165,14 @@ class Explainer:
         window_seconds: float = 5.0,
         overlap: float = 0.5,
         normalization: Normalization = "peak",
-        window_batch: int = 1,
+        window_batch: int | None = None,
+        memory_budget: int = 2**30,
+        fast: bool = True,
     ):
-        assert window_seconds > 0 and window_batch > 0, (window_seconds, window_batch)
+        assert window_seconds > 0 and (window_batch or 1) > 0, (window_seconds, window_batch)
         assert normalization in ("peak", "signed_max", "none"), normalization
+        if fast:
+            classifier, interpreter = fast_copy(classifier), fast_copy(interpreter)
         self.classifier = classifier
         self.interpreter = interpreter
         self.extractor = classifier.feature_extractor
@@ -173,6 +182,7 @@ class Explainer:
         self.overlap = overlap
         self.normalization = normalization
         self.window_batch = window_batch
+        self.memory_budget = memory_budget
 
     @property
     def class_names(self) -> list[str]:
@@ -310,6 +320,8 @@ class Explainer:
         all_jobs = [(c, k) for c, state in enumerate(states) for k in range(len(state.plan.starts))]
         long_jobs = [(c, k) for c, k in all_jobs if len(states[c].plan.starts) > 1]
         with _frozen(self.classifier, self.interpreter), torch.no_grad():
+            if self.window_batch is None:
+                self.window_batch = self._budget_window_batch() if len(all_jobs) > 1 else 1
             for chunk in _chunks(long_jobs, self.window_batch):
                 segments, _ = self._segments(clips, states, chunk)
                 probabilities = self.classifier(self.extractor(segments).magnitude).probabilities
@@ -320,6 +332,24 @@ class Explainer:
             for chunk in _chunks(all_jobs, self.window_batch):
                 self._explain_windows(clips, states, chunk, target)
         return [self._finish(state, top_k) for state in states]
+
+    def _budget_window_batch(self, most: int = 64) -> int:
+        """Windows per batch within ``memory_budget``, from one window's peak activations
+        (the largest layer's input + output, the columns of a fold layer, and ~10
+        spectrogram-sized buffers: features, mask, masked spectra)."""
+        device = self.extractor.window.device
+        segment = torch.randn(1, self.window, generator=torch.Generator().manual_seed(0))
+        features = self.extractor(0.1 * segment.to(device))
+
+        def explain_one() -> None:
+            output = self.classifier(features.magnitude)
+            with torch.set_grad_enabled(not self.interpreter.trainable):
+                self.interpreter(features, output)
+
+        modules = nn.ModuleList([self.classifier, self.interpreter])
+        per_window = peak_activation_bytes(explain_one, modules) + COLUMN_BUDGET_BYTES
+        per_window += 10 * features.magnitude.numel() * features.magnitude.element_size()
+        return max(1, min(most, self.memory_budget // per_window))
 
     def _new_state(self, n_samples: int) -> _ClipState:
         plan = plan_windows(n_samples, self.window, self.hop_length, self.overlap)
