@@ -107,7 +107,8 @@ def clips_per_second(explainer: Explainer, clip: np.ndarray, rate: int, clips: i
 
 def bench_explain(widths: list[str], threads: list[int], clips: int, device: str) -> None:
     print(f"\nexplanation of a 5-s clip (Explainer.explain, batch 1), {clips} timed clips each")
-    print(f"{'width':>9} {'method':>6} {'threads':>7} {'plain':>8} {'fast':>8} {'ratio':>6} {'SNR':>7}")
+    header = ("width", 9), ("method", 6), ("threads", 7), ("plain", 8), ("fast", 8)
+    print(" ".join(f"{name:>{size}}" for name, size in header), f"{'ratio':>6} {'SNR':>7}")
     for width in widths:
         for method in WIDTHS[width][2]:
             classifier, interpreter, hparams = build(width, method, device)
@@ -115,7 +116,9 @@ def bench_explain(widths: list[str], threads: list[int], clips: int, device: str
             rate = classifier.feature_config.sample_rate
             clip = test_clip(rate, seconds)
             explainers = {
-                kind: Explainer(classifier, interpreter, window_seconds=seconds, fast=kind == "fast")
+                kind: Explainer(
+                    classifier, interpreter, window_seconds=seconds, fast=kind == "fast"
+                )
                 for kind in ("plain", "fast")
             }
             for count in threads:
@@ -155,6 +158,7 @@ def bench_training(threads: int, steps: int, batch: int) -> None:
             optimizer.step()
         rate_s = steps * batch / (time.perf_counter() - start)
         print(f"{method:>6}: {rate_s:.1f} samples/s (mixing prob {mixing.prob:g})", flush=True)
+    print("(training steps run no classifier pass that only feeds a metric: nothing to remove)")
 
 
 def bench_long(minutes: float, dim: int, threads: int) -> None:

@@ -112,7 +112,9 @@ def test_batch_norm_folded_into_the_previous_convolution(transposed: bool) -> No
     x = torch.randn(2, 3, 9, 8)
     torch.testing.assert_close(fold_batch_norm(conv, norm)(x), norm(conv(x)), rtol=1e-5, atol=1e-5)
     no_bias = nn.Conv2d(3, 5, 3, bias=False)
-    torch.testing.assert_close(fold_batch_norm(no_bias, norm)(x), norm(no_bias(x)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        fold_batch_norm(no_bias, norm)(x), norm(no_bias(x)), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_layer_choice_and_channels_last_equality() -> None:
@@ -124,7 +126,9 @@ def test_layer_choice_and_channels_last_equality() -> None:
     assert isinstance(fast_conv_transpose(wide), ChannelsLast)
     x = torch.randn(1, 8, 7, 9)
     torch.testing.assert_close(fast_conv_transpose(wide)(x), wide(x))
-    torch.testing.assert_close(fast_conv_transpose(wide)(x, output_size=(15, 19)), wide(x, output_size=(15, 19)))
+    torch.testing.assert_close(
+        fast_conv_transpose(wide)(x, output_size=(15, 19)), wide(x, output_size=(15, 19))
+    )
 
 
 def test_fast_copy_of_a_chain_is_equal_and_leaves_the_original_alone() -> None:
