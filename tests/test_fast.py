@@ -25,7 +25,12 @@ from audiointerp.models.fast import (
 )
 from audiointerp.pipeline import Explainer
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():
+        yield
+
 
 # (C_in, C_out, kernel, stride, padding, output_padding, dilation, bias, (H, W))
 TRANSPOSED = [
