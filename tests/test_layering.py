@@ -19,6 +19,7 @@ RANKS = {
     "audiointerp.interpreters": 5,
     "audiointerp.metrics": 6,
     "audiointerp.training": 7,
+    "audiointerp.hub": 7,
     "audiointerp.longaudio": 8,
     "audiointerp.pipeline": 8,
     "audiointerp.evaluation": 9,

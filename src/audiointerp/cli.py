@@ -21,6 +21,7 @@ from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
 from audiointerp.errors import USER_ERRORS, UserError
 from audiointerp.evaluation import BOUND_METHODS, EvalConfig, evaluate
+from audiointerp.hub import HUB_MODELS, pull
 from audiointerp.interpreters.nmf import import_nmf
 from audiointerp.interpreters.piq import import_piq
 from audiointerp.models.speechbrain import import_cnn14, import_conv2d
@@ -112,9 +113,44 @@ def _add_import_commands(sub: argparse._SubParsersAction) -> None:
     speechbrain.set_defaults(func=_import_speechbrain)
 
 
+def _pull(args: argparse.Namespace) -> int:
+    folder = pull(
+        args.name,
+        args.revision,
+        endpoint=args.endpoint,
+        cache_dir=args.cache_dir,
+        offline=True if args.offline else None,
+    )
+    meta = load_checkpoint(folder).meta
+    hub = meta.get("hub", {})
+    print(f"{args.name}@{hub.get('revision', '?')}: {len(meta.get('class_names', []))} classes, "
+          f"normalization {meta.get('normalization', 'peak')} -> {folder}")  # fmt: skip
+    return EXIT_OK
+
+
+def _add_pull_command(sub: argparse._SubParsersAction) -> None:
+    puller = sub.add_parser(
+        "pull",
+        help="download and convert a published model into the hub cache",
+        description="Downloads the model's files from the Hugging Face hub (file by file, at "
+        "the pinned revision), converts them once with the safe importer and prints the "
+        "converted folder; later calls reuse it without a request. `interpret NAME` and "
+        "Explainer.from_pretrained(NAME) do the same on first use.",
+    )
+    puller.add_argument("name", choices=sorted(HUB_MODELS), help="published model")
+    puller.add_argument("--revision", help="commit, branch or tag (default: the pinned commit)")
+    puller.add_argument("--offline", action="store_true",
+                        help="use only the cache (also HF_HUB_OFFLINE=1)")  # fmt: skip
+    puller.add_argument("--cache-dir", type=Path,
+                        help="hub cache (default: HF_HUB_CACHE, else HF_HOME/hub)")  # fmt: skip
+    puller.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
+    puller.set_defaults(func=_pull)
+
+
 def _interpret(args: argparse.Namespace) -> int:
     """Explain every input file; a bad file is one stderr line and the run goes on."""
-    explainer = Explainer.from_pretrained(args.model_dir)
+    options = {} if args.normalization is None else {"normalization": args.normalization}
+    explainer = Explainer.from_pretrained(args.model_dir, **options)
     if args.target is not None:
         explainer.class_index(args.target)
     pairs = collect_inputs(args.inputs)
@@ -155,12 +191,18 @@ def _add_interpret_command(sub: argparse._SubParsersAction) -> None:
         "under --out (folders mirrored) and prints: file, predicted class, probability. "
         "Exit 0 if every file worked, 1 if some failed, 2 on usage errors.",
     )
-    interpret.add_argument("model_dir", type=Path, help="interpreter checkpoint or run folder")
+    interpret.add_argument("model_dir", metavar="MODEL",
+                           help="interpreter checkpoint or run folder, or a published model: "
+                           f"{', '.join(sorted(HUB_MODELS))} (downloaded once)")  # fmt: skip
     interpret.add_argument("inputs", nargs="+", type=Path, help="audio files or folders")
     interpret.add_argument("--out", type=Path, required=True, help="output folder")
     interpret.add_argument("--target", help="class name to explain (default: the predicted)")
     interpret.add_argument("--top-k", type=_positive_int, default=5, help="classes in --json")
     interpret.add_argument("--json", action="store_true", help="print a JSON list instead")
+    interpret.add_argument("--normalization", choices=("peak", "signed_max", "none"),
+                           help="per-window input scaling (default: the model's own: peak "
+                           "for ours, none for imported SpeechBrain models, as their "
+                           "interface)")  # fmt: skip
     interpret.set_defaults(func=_interpret)
 
 
@@ -279,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_import_commands(sub)
+    _add_pull_command(sub)
     _add_interpret_command(sub)
     _add_eval_commands(sub)
     _add_report_commands(sub)

@@ -36,6 +36,7 @@ from audiointerp.checkpoints import (
 from audiointerp.config import load_yaml
 from audiointerp.errors import TargetError
 from audiointerp.features import apply_mask
+from audiointerp.hub import HUB_MODELS, pull
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.io import (
@@ -180,16 +181,22 @@ class Explainer:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> Explainer:
-        """Load an interpreter checkpoint folder, or a run folder holding one in ``model/``.
+        """Load an interpreter checkpoint folder, a run folder holding one in ``model/``, or
+        a published model by hub name (``"speechbrain/PIQ-ESC50"``: :func:`audiointerp.hub.pull`
+        downloads and converts it once, with the ``HF_*`` environment variables as set now).
 
         The classifier and interpreter come back in eval mode with gradients off. The
         training clip length and normalisation (the recipe's ``duration_s`` and
         ``normalization``) come from meta.json, else from the run's config.yaml (the parent
-        of ``model/``), else 5 s and "peak"; ``kwargs`` override them.
+        of ``model/``), else 5 s and "peak" (imported SpeechBrain models record "none", as
+        SpeechBrain's interface); ``kwargs`` override them (e.g. ``normalization="peak"``).
 
         Raises:
-            CheckpointError: not such a folder, no interpreter in it, or mismatched weights.
+            CheckpointError: not such a folder, no interpreter in it, or mismatched weights;
+                a hub model that cannot be downloaded or converted.
         """
+        if str(path) in HUB_MODELS and not Path(path).exists():
+            path = pull(str(path))
         folder = _checkpoint_folder(Path(path))
         classifier, _ = load_classifier(folder)
         checkpoint = load_checkpoint(folder)

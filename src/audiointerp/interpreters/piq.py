@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from audiointerp.interpreters.registry import register
 from audiointerp.models import classifier_checkpoint, load_classifier
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.conv2d import Conv2dClassifier, ResBlock
-from audiointerp.models.speechbrain import import_conv2d
+from audiointerp.models.speechbrain import INTERFACE_NORMALIZATION, import_conv2d
 
 PSI_FILE = "psi_model.ckpt"
 
@@ -425,13 +426,20 @@ class PIQ(Interpreter):
 # --- import of the reference's psi_model.ckpt ---------------------------------------------
 
 
-def import_piq(src_dir: str | Path, out_dir: str | Path) -> Path:
+def import_piq(
+    src_dir: str | Path,
+    out_dir: str | Path,
+    class_names: Sequence[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
     """Import SpeechBrain's PIQ-ESC50 (psi + conv2d classifier) as one checkpoint folder.
 
     ``src_dir`` holds ``psi_model.ckpt``, ``embedding_modelft.ckpt`` and
     ``classifier.ckpt`` under their published names. The folder written to ``out_dir``
-    has tensors ``classifier.*`` and ``interpreter.*`` and explains in the ``log1p``
-    domain, exactly as the reference.
+    has tensors ``classifier.*`` and ``interpreter.*``, explains in the ``log1p`` domain
+    and records ``normalization: none`` (the input as loaded), exactly as SpeechBrain's
+    ``PIQAudioInterpreter.interpret_file``. ``class_names`` default to the reference
+    order; ``meta`` adds entries to meta.json (e.g. where the files came from).
 
     Raises:
         CheckpointError: missing/extra/wrong-shape keys (named), or a codebook with fewer
@@ -446,7 +454,7 @@ def import_piq(src_dir: str | Path, out_dir: str | Path) -> Path:
     n_keys, dim = psi_state["codebook.embedding.weight"].shape
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as staging:
-        classifier_dir = import_conv2d(src_dir, Path(staging) / "classifier")
+        classifier_dir = import_conv2d(src_dir, Path(staging) / "classifier", class_names)
         classifier, classifier_config = load_classifier(classifier_dir)
         provenance = load_checkpoint(classifier_dir).meta.get("imported_from", {})
     width = _classifier_width(classifier)
@@ -462,8 +470,9 @@ def import_piq(src_dir: str | Path, out_dir: str | Path) -> Path:
     interpreter = PIQ(PIQConfig(dim=dim, n_keys=n_keys, mask_domain="log1p"), classifier.n_classes)
     check_keys(str(psi_path), psi_state, {k: v.shape for k, v in interpreter.state_dict().items()})
     interpreter.load_state_dict(psi_state, strict=True)
-    tensors, config, meta = classifier_checkpoint(classifier, classifier_config)
+    tensors, config, base_meta = classifier_checkpoint(classifier, classifier_config)
     tensors.update(prefixed("interpreter", interpreter.state_dict()))
     config["interpreter"] = {"name": "piq", **interpreter.config_dict()}
-    meta["imported_from"] = {**provenance, "interpreter_file": PSI_FILE}
-    return save_checkpoint(out_dir, tensors, config, meta)
+    base_meta["imported_from"] = {**provenance, "interpreter_file": PSI_FILE}
+    base_meta["normalization"] = INTERFACE_NORMALIZATION
+    return save_checkpoint(out_dir, tensors, config, {**base_meta, **(meta or {})})
