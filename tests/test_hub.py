@@ -4,6 +4,7 @@ download file by file, convert once, reuse without a request, offline, refusals.
 from __future__ import annotations
 
 import io
+import shlex
 import shutil
 import time
 from collections.abc import Iterator
@@ -238,29 +239,20 @@ def _clip(path: Path) -> Path:
     return path
 
 
-def test_interpret_a_published_model_by_name_in_one_command(
-    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+def test_interpret_takes_the_normalization_as_an_option(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The README's command: the hub settings come from HF_* variables set at call time."""
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
     clip = _clip(tmp_path / "clip.wav")
-    assert main(["interpret", NAME, "clip.wav", "--out", "explained"]) == 0
-    predicted = capsys.readouterr().out.split("\t")[1]
-    assert predicted in CLASS_NAMES
-    explanation, rate = sf.read(str(tmp_path / "explained" / "clip.explanation.wav"))
-    assert rate == 16000 and explanation.shape == (80000,)
-
-    explainer = Explainer.from_pretrained(NAME)  # the same converted folder, no request
-    assert explainer.normalization == "none"
-    requests = len(hub.requests)
-    result = explainer.explain_file(clip)
-    assert result.predicted == predicted and len(hub.requests) == requests
-    assert np.allclose(result.waveform, explanation, atol=1e-4)
-    assert main(["interpret", NAME, "clip.wav", "--out", "peak", "--normalization", "peak"]) == 0
-    scaled, _ = sf.read(str(tmp_path / "peak" / "clip.explanation.wav"))
-    assert not np.allclose(scaled, explanation, atol=1e-3)
+    explainer = Explainer.from_pretrained(NAME)
+    assert explainer.normalization == "none"  # SpeechBrain's interface's default
+    default = explainer.explain_file(clip).waveform
+    out = tmp_path / "peak"
+    assert main(["interpret", NAME, str(clip), "--out", str(out), "--normalization", "peak"]) == 0
+    scaled, rate = sf.read(str(out / "clip.explanation.wav"), dtype="float32")
+    assert rate == 16000 and scaled.shape == default.shape
+    assert float(np.abs(scaled - default).max()) > 1e-3 * float(np.abs(default).max())
 
 
 def test_a_local_folder_of_the_same_name_wins(hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
@@ -271,3 +263,31 @@ def test_a_local_folder_of_the_same_name_wins(hub: FakeHub, tmp_path: Path, monk
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
     assert Explainer.from_pretrained(NAME).class_names == CLASS_NAMES
     assert not (tmp_path / "elsewhere").exists()
+
+
+def _docs_examples() -> tuple[list[str], str]:
+    """docs/hub.md's one-command example (argv) and its first Python block."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "hub.md").read_text()
+    command = next(line for line in text.splitlines() if line.startswith("audiointerp interpret"))
+    python = text.split("```python\n", 1)[1].split("```", 1)[0]
+    return shlex.split(command)[1:], python
+
+
+def test_the_documented_examples_run_as_written(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    _clip(tmp_path / "clip.wav")
+    argv, python = _docs_examples()
+    assert argv[:2] == ["interpret", NAME] and main(argv) == 0  # downloads and converts
+    predicted = capsys.readouterr().out.split("\t")[1]
+    assert predicted in CLASS_NAMES
+    explanation, rate = sf.read(str(tmp_path / "explained" / "clip.explanation.wav"))
+    assert rate == 16000 and explanation.shape == (80000,)
+    requests = len(hub.requests)
+    exec(compile(python, "docs/hub.md", "exec"), {})
+    name, probability, shape = capsys.readouterr().out.split(maxsplit=2)
+    assert name == predicted and 0 < float(probability) <= 1 and shape.strip() == "(80000,)"
+    assert len(hub.requests) == requests  # the converted model is reused
