@@ -172,6 +172,23 @@ def test_a_served_file_that_is_not_a_plain_checkpoint_is_refused(
     assert not converted_folder(tmp_path / "cache", NAME, PIN).exists()
 
 
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (b"<html>Not a label encoder</html>", "label_encoder.txt: line 1 is not"),
+        (label_encoder(CLASS_NAMES[:10]), "head has 50 classes; given: 10 class names"),
+        (b"'dog' => 0\n'cat' => 2\n", r"label_encoder.txt: label indices are not 0..C-1"),
+    ],
+)
+def test_a_label_encoder_that_does_not_fit_is_refused(
+    hub: FakeHub, tmp_path: Path, labels: bytes, message: str
+) -> None:
+    hub.add(LABELS_REPO, LABELS_COMMIT, "label_encoder.txt", labels)
+    with pytest.raises(CheckpointError, match=message):
+        pull(NAME, endpoint=hub.url, cache_dir=tmp_path / "cache")
+    assert not converted_folder(tmp_path / "cache", NAME, PIN).exists()
+
+
 def test_a_missing_file_names_repository_and_file(hub: FakeHub, tmp_path: Path) -> None:
     del hub.files[(LABELS_REPO, LABELS_COMMIT, "label_encoder.txt")]
     with pytest.raises(CheckpointError, match=rf"^{LABELS_REPO}/label_encoder.txt@main: HTTP 404"):

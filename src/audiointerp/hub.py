@@ -112,18 +112,15 @@ def pull(
         raise CheckpointError(f"{name}: not a known hub model (known: {', '.join(HUB_MODELS)})")
     model = HUB_MODELS[name]
     revision = revision or model.revision
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     offline = offline_from_environment() if offline is None else offline
     if _COMMIT.fullmatch(revision) and _complete(converted_folder(cache, name, revision)):
         return converted_folder(cache, name, revision)
-    options = {
-        "endpoint": (endpoint or default_endpoint()).rstrip("/"),
-        "cache_dir": cache,
-        "offline": offline,
-    }
     label_repo, label_revision, label_file = model.labels
     wanted = [(model.repo, revision, file) for file in model.files]
-    paths = _download_all([*wanted, (label_repo, label_revision, label_file)], **options)
+    wanted.append((label_repo, label_revision, label_file))
+    endpoint = (endpoint or default_endpoint()).rstrip("/")
+    paths = _download_all(wanted, endpoint, cache, offline)
     source = paths[0].parent  # snapshots/<commit>/, where every model file now is
     commit = source.name
     folder = converted_folder(cache, name, commit)
