@@ -22,6 +22,10 @@ RANKS = {
     "audiointerp.hub": 7,
     "audiointerp.longaudio": 8,
     "audiointerp.pipeline": 8,
+    "audiointerp.evaluation.methods": 8.25,  # evaluation's modules, inside its layer:
+    "audiointerp.evaluation.table": 8.5,  # methods -> table, files -> run -> the package
+    "audiointerp.evaluation.files": 8.5,
+    "audiointerp.evaluation.run": 8.75,
     "audiointerp.evaluation": 9,
     "audiointerp.training.recipe": 10,
     "audiointerp.report": 10,
@@ -31,7 +35,7 @@ RANKS = {
 }
 
 
-def _rank(module: str) -> int:
+def _rank(module: str) -> float:
     best = max((p for p in RANKS if module == p or module.startswith(p + ".")), key=len)
     return RANKS[best]
 
