@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -342,6 +343,12 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand. Library warnings (torch, numpy, soundfile)
+    are not the user's to act on, so they stay out of the output unless asked for with
+    ``python -W`` or ``PYTHONWARNINGS``."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run(args.func, args)
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore")
+        return run(args.func, args)
