@@ -1,5 +1,6 @@
-"""Layers import only to their left: io -> features -> data/models -> interpreters -> metrics
--> training -> evaluation/pipeline -> report -> cli (STYLE.md #5). Walks imports with ast."""
+"""Layers import only to their left: io -> features -> data/models -> interpreters -> explain
+-> metrics -> training -> evaluation/pipeline -> report -> outputs -> cli (STYLE.md #5).
+Walks imports with ast."""
 
 import ast
 from pathlib import Path
@@ -17,6 +18,8 @@ RANKS = {
     "audiointerp.data": 3,
     "audiointerp.models": 4,
     "audiointerp.interpreters": 5,
+    "audiointerp.explain": 5.5,
+    "audiointerp.pretrained": 5.5,
     "audiointerp.metrics": 6,
     "audiointerp.training": 7,
     "audiointerp.longaudio": 8,
@@ -24,6 +27,7 @@ RANKS = {
     "audiointerp.evaluation": 9,
     "audiointerp.training.recipe": 10,
     "audiointerp.report": 10,
+    "audiointerp.outputs": 10.5,
     "audiointerp.demo": 11,
     "audiointerp.cli": 12,
     "audiointerp.__main__": 13,
