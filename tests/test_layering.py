@@ -1,5 +1,6 @@
-"""Layers import only to their left: io -> features -> data/models -> interpreters -> metrics
--> training -> evaluation/pipeline -> report -> cli (STYLE.md #5). Walks imports with ast."""
+"""Layers import only to their left: io -> features -> data/models -> interpreters -> explain
+-> metrics -> training -> evaluation/pipeline -> report -> outputs -> cli (STYLE.md #5).
+Walks imports with ast."""
 
 import ast
 from pathlib import Path
@@ -17,9 +18,11 @@ RANKS = {
     "audiointerp.data": 3,
     "audiointerp.models": 4,
     "audiointerp.interpreters": 5,
+    "audiointerp.explain": 5.5,
+    "audiointerp.hub": 5.4,
+    "audiointerp.pretrained": 5.5,
     "audiointerp.metrics": 6,
     "audiointerp.training": 7,
-    "audiointerp.hub": 7,
     "audiointerp.longaudio": 8,
     "audiointerp.pipeline": 8,
     "audiointerp.evaluation.methods": 8.25,  # evaluation's modules, inside its layer:
@@ -29,6 +32,7 @@ RANKS = {
     "audiointerp.evaluation": 9,
     "audiointerp.training.recipe": 10,
     "audiointerp.report": 10,
+    "audiointerp.outputs": 10.5,
     "audiointerp.demo": 11,
     "audiointerp.cli": 12,
     "audiointerp.__main__": 13,

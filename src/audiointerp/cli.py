@@ -26,7 +26,8 @@ from audiointerp.hub import HUB_MODELS, pull
 from audiointerp.interpreters.nmf import import_nmf
 from audiointerp.interpreters.piq import import_piq
 from audiointerp.models.speechbrain import import_cnn14, import_conv2d
-from audiointerp.pipeline import Explainer, collect_inputs, explain_to_files
+from audiointerp.outputs import collect_inputs, explain_to_files
+from audiointerp.pipeline import Explainer
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -264,7 +265,7 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from audiointerp.report import build_report  # matplotlib loads only when reporting
+    from audiointerp.report.html import build_report  # matplotlib loads only when reporting
 
     print(build_report(args.run_dir, args.out))
     return EXIT_OK

@@ -20,7 +20,7 @@ from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
 from audiointerp.evaluation import EvalConfig, evaluate, format_table
 from audiointerp.interpreters.nmf import NMFRecipeConfig, train_nmf_recipe
-from audiointerp.report import build_report
+from audiointerp.report.html import build_report
 from audiointerp.training.recipe import (
     resolve_hparams,
     run_classifier_recipe,

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from audiointerp import interpreters  # noqa: F401  (registers every method)
-from audiointerp.checkpoints import CheckpointError
+from audiointerp.checkpoints import checkpoint_folder
 from audiointerp.config import ConfigError
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
@@ -85,15 +85,6 @@ class Method:
     clip_seconds: float
     normalization: str
     classifier_name: str  # e.g. "conv2d"
-
-
-def checkpoint_folder(path: str | os.PathLike) -> Path:
-    """``path`` when it is a checkpoint folder, else its ``model/`` (a run folder)."""
-    path = Path(path)
-    for folder in (path, path / "model"):
-        if (folder / "model.safetensors").is_file():
-            return folder
-    raise CheckpointError(f"{path}: neither a model folder nor a run folder with model/")
 
 
 def default_output_folder(model_dir: str | os.PathLike) -> Path:

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from audiointerp.checkpoints import load_checkpoint
 from audiointerp.data.esc50 import ESC50Dataset
 from audiointerp.data.mixtures import MixtureDataset, make_mixtures
 from audiointerp.evaluation.files import Example, StagedExamples, json_safe, write_metrics
@@ -38,44 +37,30 @@ from audiointerp.evaluation.methods import (
     EvalConfig,
     Method,
     build_methods,
-    checkpoint_folder,
     classifier_id,
     default_output_folder,
 )
 from audiointerp.evaluation.table import format_table, rank_methods
+from audiointerp.explain import Explanation, explain
 from audiointerp.interpreters.controls import EnergyControl
 from audiointerp.metrics.faithfulness import METRIC_NAMES, faithfulness_metrics
 from audiointerp.metrics.sanity import sanity_check
-from audiointerp.metrics.separation import Explanation, evaluate_mixtures, explain
-from audiointerp.models import load_classifier
-from audiointerp.pipeline import Explainer
+from audiointerp.metrics.separation import evaluate_mixtures
+from audiointerp.pretrained import load_model
 
 
 def load_methods(model_dir: str | os.PathLike) -> list[Method]:
     """The folder's interpreter (if it has one) and the ``energy`` control on its classifier."""
-    folder = checkpoint_folder(model_dir)
-    checkpoint = load_checkpoint(folder)
-    meta = checkpoint.meta
-    clip_seconds = float(meta.get("duration_s", 5.0))
-    normalization = str(meta.get("normalization", "peak"))
-    section = checkpoint.config.get("interpreter")
-    classifier_name = str(checkpoint.config["classifier"]["name"])
+    model = load_model(model_dir)
+    classifier_name = model.classifier_config.name
+    settings = (model.folder, model.clip_seconds, model.normalization, classifier_name)
     methods = []
-    if isinstance(section, dict) and "name" in section:
-        explainer = Explainer.from_pretrained(folder)
-        classifier, interpreter = explainer.classifier, explainer.interpreter
-        name = f"{section['name']}_{classifier_name}"
-        methods.append(
-            Method(name, classifier, interpreter, folder, clip_seconds, normalization,
-                   classifier_name)
-        )  # fmt: skip
-    else:
-        classifier, _ = load_classifier(folder)
-        classifier.requires_grad_(False)
+    if model.interpreter is not None:
+        name = f"{model.interpreter.registry_name}_{classifier_name}"
+        methods.append(Method(name, model.classifier, model.interpreter, *settings))
     methods.append(
-        Method(f"energy_{classifier_name}", classifier, EnergyControl(), folder, clip_seconds,
-               normalization, classifier_name)
-    )  # fmt: skip
+        Method(f"energy_{classifier_name}", model.classifier, EnergyControl(), *settings)
+    )
     return methods
 
 
@@ -140,7 +125,7 @@ def evaluate_method(
     ):
         batch = waveforms[start : start + config.batch_size]
         began = time.perf_counter()
-        explained = explain(parts, batch)
+        explained = explain(*parts, batch)
         seconds += time.perf_counter() - began
         metrics = faithfulness_metrics(
             method.classifier,
@@ -173,12 +158,12 @@ def evaluate_method(
     }
     si_snri_before = None
     if mixtures:
-        summary = evaluate_mixtures(parts, mixtures, config.batch_size).summary()
+        summary = evaluate_mixtures(*parts, mixtures, config.batch_size).summary()
         si_snri_before = summary["si_snri"]
         row |= summary
     sanity_mixtures = mixtures[: config.sanity_clips]
     sanity = sanity_check(
-        parts,
+        *parts,
         waveforms[: config.sanity_clips],
         sanity_mixtures,
         threshold=config.sanity_threshold,
@@ -204,14 +189,14 @@ def explain_mixture_examples(method: Method, mixtures: list[dict]) -> list[Examp
     if not mixtures:
         return []
     mixture = torch.stack([item["mixture"] for item in mixtures])
-    return _examples(explain((method.classifier, method.interpreter), mixture))
+    return _examples(explain(method.classifier, method.interpreter, mixture))
 
 
 def _examples(explained: Explanation) -> list[Example]:
     """A batch's explanation cut into one :class:`Example` per input."""
     return [
         Example(
-            explained.explanation[i],
+            explained.waveform[i],
             explained.removed[i],
             explained.mask[i],
             explained.features.magnitude[i],
