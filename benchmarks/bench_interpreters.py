@@ -41,7 +41,7 @@ def explain(classifier: Classifier, interpreter: Interpreter | None, waveform: T
     if interpreter is None:
         return output.logits
     # Methods with nothing to learn may differentiate the classifier (saliency-style).
-    with torch.set_grad_enabled(not interpreter.trainable):
+    with torch.set_grad_enabled(interpreter.capabilities.needs_gradients):
         mask = interpreter(features, output).detach()
     with torch.no_grad():
         masked = apply_mask(mask, features.magnitude, interpreter.mask_domain)

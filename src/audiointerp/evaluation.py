@@ -129,7 +129,7 @@ class EvalConfig:
 
 def classifier_methods() -> list[str]:
     """Registered interpreters that need no training, so any classifier can host them."""
-    return sorted(name for name, cls in INTERPRETERS.items() if not cls.trainable)
+    return sorted(name for name, cls in INTERPRETERS.items() if not cls.capabilities.needs_training)
 
 
 @dataclass
@@ -638,8 +638,9 @@ def baseline_shortfalls(result: dict[str, Any], metric: str = "si_snri") -> list
         for name, row in result["methods"].items()
         if not row.get("bound") and not row.get("control") and isinstance(row.get(metric), float)
     }
-    trained = {n: r for n, r in rows.items() if INTERPRETERS[r["interpreter"]].trainable}
-    baselines = {n: r for n, r in rows.items() if not INTERPRETERS[r["interpreter"]].trainable}
+    needs_training = {name: cls.capabilities.needs_training for name, cls in INTERPRETERS.items()}
+    trained = {n: r for n, r in rows.items() if needs_training[r["interpreter"]]}
+    baselines = {n: r for n, r in rows.items() if not needs_training[r["interpreter"]]}
     return [
         f"{name} is below the baseline {other} on {metric}: {row[metric]:.3g} vs {base[metric]:.3g}"
         for name, row in trained.items()

@@ -374,7 +374,9 @@ class Explainer:
                 targets[row] = states[c].target
             elif target is not None:
                 targets[row] = target
-        with torch.set_grad_enabled(not self.interpreter.trainable):  # gradient baselines
+        if target is None and not self.interpreter.capabilities.any_target:
+            targets = output.prediction  # it can explain only each window's own prediction
+        with torch.set_grad_enabled(self.interpreter.capabilities.needs_gradients):
             mask = self.interpreter(features, output, targets).detach()  # (b, T_w, F)
         assert mask.shape == features.magnitude.shape, (mask.shape, features.magnitude.shape)
         domain = self.interpreter.mask_domain

@@ -76,8 +76,9 @@ def explain_targets(
     domain, magnitude = interpreter.mask_domain, features.magnitude
     explanations = []
     for target in targets:
-        with torch.set_grad_enabled(not interpreter.trainable):
-            mask = interpreter(features, classifier_out, target).detach()
+        with torch.set_grad_enabled(interpreter.capabilities.needs_gradients):
+            explained = target if interpreter.capabilities.any_target else None  # prediction only
+            mask = interpreter(features, classifier_out, explained).detach()
         with torch.no_grad():
             explanation = extractor.synthesize(apply_mask(mask, magnitude, domain), features)
             removed = extractor.synthesize(apply_mask(1.0 - mask, magnitude, domain), features)

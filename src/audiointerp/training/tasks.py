@@ -171,7 +171,7 @@ class InterpreterTask:
             method=self.interpreter.registry_name,
             probabilities=classifier_out.probabilities,
         )
-        if self.interpreter.trainable:
+        if self.interpreter.capabilities.needs_training:
             terms = self.interpreter.loss(features, classifier_out, self.classifier)
             metrics |= {"loss": torch.stack(list(terms.values())).sum(), **terms}
         return metrics
@@ -186,7 +186,7 @@ class InterpreterTask:
         Methods with nothing to learn may differentiate the classifier (saliency-style),
         so they run with gradients enabled even inside an evaluation's ``no_grad``.
         """
-        with torch.set_grad_enabled(not self.interpreter.trainable):
+        with torch.set_grad_enabled(self.interpreter.capabilities.needs_gradients):
             return self.interpreter(features, classifier_out).detach()
 
     def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
