@@ -294,6 +294,25 @@ class LeavesAHook(_Toy):
         return super().forward(features, classifier_out, target)
 
 
+class PredictionOnly(_Toy):
+    """Explains only the prediction and says so: refuses other targets (a valid method)."""
+
+    capabilities = Capabilities(
+        any_target=False, batched=True, needs_gradients=False, needs_training=False
+    )
+
+    def forward(self, features, classifier_out, target=None):
+        self.check_target(target, classifier_out.prediction)
+        return super().forward(features, classifier_out, target)
+
+
+class ExplainsWhatItRefuses(PredictionOnly):
+    """Declares no ``any_target`` but never refuses."""
+
+    def forward(self, features, classifier_out, target=None):
+        return _Toy.forward(self, features, classifier_out, target)
+
+
 class OutOfRange(_Toy):
     """Returns the magnitude itself, not a mask in [0, 1]."""
 
@@ -318,22 +337,40 @@ def broken(request: pytest.FixtureRequest) -> Iterator[Setup]:
         (NormalisesOverTheBatch, check_batched),
         (LeavesAHook, check_no_side_effects),
         (OutOfRange, check_mask),
+        (ExplainsWhatItRefuses, check_target),
     ],
     indirect=["broken"],
-    ids=["ignores-target", "batch-dependent", "leaves-a-hook", "out-of-range"],
+    ids=["ignores-target", "batch-dependent", "leaves-a-hook", "out-of-range", "no-refusal"],
 )
 def test_the_contract_catches_a_broken_interpreter(broken: Setup, check) -> None:
-    with pytest.raises(AssertionError):
+    with pytest.raises((AssertionError, pytest.fail.Exception)):
         check(broken)
 
 
-def test_the_working_toy_passes_every_check(tmp_path: Path) -> None:
-    register("test-contract-toy")(_Toy)
+@pytest.mark.parametrize("toy", [_Toy, PredictionOnly], ids=["any-target", "prediction-only"])
+def test_working_toys_pass_every_check(toy: type[Interpreter], tmp_path: Path) -> None:
+    register("test-contract-toy")(toy)
     try:
-        toy = build("test-contract-toy", {})
+        setup = build("test-contract-toy", {})
         for check in (check_mask, check_batched, check_target, check_deterministic):
-            check(toy)
-        check_no_side_effects(toy)
-        check_round_trip(toy, tmp_path / "model")
+            check(setup)
+        check_no_side_effects(setup)
+        check_round_trip(setup, tmp_path / "model")
     finally:
         INTERPRETERS.pop("test-contract-toy")
+
+
+def test_the_default_refusal_names_both_classes() -> None:
+    register("test-contract-toy")(PredictionOnly)
+    try:
+        setup = build("test-contract-toy", {})
+        other = (setup.prediction + 1) % len(CLASSES)
+        with pytest.raises(UnsupportedTargetError) as refusal:
+            setup.explain(other)
+    finally:
+        INTERPRETERS.pop("test-contract-toy")
+    predicted, requested = int(setup.prediction[0]), int(other[0])
+    assert str(refusal.value) == (
+        f"test-contract-toy explains only the predicted class ({predicted}), "
+        f"so it cannot explain class {requested}"
+    )

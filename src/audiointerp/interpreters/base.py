@@ -106,9 +106,9 @@ class Interpreter(nn.Module):
     Attributes:
         mask_domain: where the mask is applied (:func:`audiointerp.features.apply_mask`):
             ``linear`` (mask * |X|) or ``log1p`` (reference parity for imported models).
-        capabilities: what the method supports (:class:`Capabilities`). Read off the
-            class it is the method's default; an instance may differ where its config
-            decides (L-MAC's ``any_target`` is its ``class_conditional``).
+        capabilities: what the method supports (:class:`Capabilities`). On the class:
+            the method's default; an instance may differ where its config decides
+            (L-MAC's ``any_target`` is its ``class_conditional``).
         learns_targets: the loss trains the mask of whichever class ``Guidance.classes``
             names, so training on mixtures also teaches the non-predicted source's class.
         config_class: the dataclass of the method's settings (the fields ``from_config``
