@@ -1,8 +1,9 @@
 """The interpreter contract, one table over the registry (STYLE.md #23): registering a
 method is enough to have every check run on it.
 
-Each variant (every name the package registers, plus a class-conditional L-MAC) is built untrained
-on a tiny conv2d classifier and explains three 0.5-s clips (32 x 129 spectrograms).
+Each variant (every name the package registers, plus a class-conditional L-MAC) is
+built untrained on a tiny conv2d classifier and explains three 0.5-s clips (32 x 129
+spectrograms).
 What the checks mean:
 
 * mask: (B, T, F) like the magnitude, finite, in [0, 1];
