@@ -10,7 +10,7 @@ from torch import Tensor
 
 from audiointerp.explain import class_summary, classify, explain, explain_targets, interpret
 from audiointerp.features import Features
-from audiointerp.interpreters.base import Interpreter
+from audiointerp.interpreters.base import Capabilities, Interpreter
 from audiointerp.interpreters.controls import OnesControl
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models.base import ClassifierOutput
@@ -21,7 +21,9 @@ class GradRecorder(Interpreter):
 
     def __init__(self, trainable: bool, classifier: TwoBandClassifier | None = None):
         super().__init__()
-        self.trainable = trainable
+        self.capabilities = Capabilities(
+            any_target=True, batched=True, needs_gradients=not trainable, needs_training=trainable
+        )
         self.grad_enabled: list[bool] = []
         self.classifier_training: list[bool] = []
         object.__setattr__(self, "watched", classifier)  # not a submodule
@@ -36,7 +38,9 @@ class GradRecorder(Interpreter):
 
 
 class Failing(Interpreter):
-    trainable = False
+    capabilities = Capabilities(
+        any_target=True, batched=True, needs_gradients=True, needs_training=False
+    )
 
     def forward(self, features, classifier_out, target=None) -> Tensor:
         raise RuntimeError("interpreter failed")

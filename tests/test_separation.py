@@ -52,8 +52,6 @@ class TwoBandClassifier(Classifier):
 class WeightBandInterpreter(Interpreter):
     """Keeps the bins whose weight for the target class exceeds half its max."""
 
-    trainable = False
-
     @classmethod
     def from_config(cls, config: dict[str, Any], classifier: Classifier) -> Interpreter:
         return cls()

@@ -80,12 +80,6 @@ class Explanation:
     classifier_out: ClassifierOutput | None = None
 
 
-def needs_gradients(interpreter: Interpreter) -> bool:
-    """Whether the method differentiates the classifier (saliency-style), so its mask is
-    computed with gradients enabled, even inside a caller's ``no_grad``."""
-    return not interpreter.trainable
-
-
 def classify(classifier: Classifier, waveforms: Tensor) -> tuple[Features, ClassifierOutput]:
     """waveforms (B, N) -> their features and the classifier's output, without gradients."""
     with torch.no_grad():
@@ -101,7 +95,8 @@ def interpret(
 ) -> Tensor:
     """The interpreter's mask (B, T, F) for ``target`` (B,) (None: the predicted class),
     detached; gradients only for methods that differentiate the classifier."""
-    with torch.set_grad_enabled(needs_gradients(interpreter)):
+    # gradient baselines differentiate the classifier, even inside a caller's no_grad
+    with torch.set_grad_enabled(interpreter.capabilities.needs_gradients):
         return interpreter(features, classifier_out, target).detach()
 
 

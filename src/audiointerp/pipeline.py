@@ -283,6 +283,8 @@ class Explainer:
                 targets[row] = states[c].target
             elif target is not None:
                 targets[row] = target
+        if target is None and not self.interpreter.capabilities.any_target:
+            targets = output.prediction  # it can explain only each window's own prediction
         explained = explain(self.classifier, self.interpreter, features, targets, output)
         kept = explained.waveform * scales[:, None]  # (b, W)
         removed = explained.removed * scales[:, None]

@@ -71,7 +71,7 @@ class EvalConfig:
 
 def classifier_methods() -> list[str]:
     """Registered interpreters that need no training, so any classifier can host them."""
-    return sorted(name for name, cls in INTERPRETERS.items() if not cls.trainable)
+    return sorted(name for name, cls in INTERPRETERS.items() if not cls.capabilities.needs_training)
 
 
 @dataclass

@@ -139,7 +139,9 @@ def baseline_shortfalls(result: dict[str, Any], metric: str = "si_snri") -> list
         for name, row in result["methods"].items()
         if not row.get("bound") and not row.get("control") and isinstance(row.get(metric), float)
     }
-    trained = {n: r for n, r in rows.items() if INTERPRETERS[r["interpreter"]].trainable}
+    trained = {
+        n: r for n, r in rows.items() if INTERPRETERS[r["interpreter"]].capabilities.needs_training
+    }
     baselines = {n: r for n, r in rows.items() if n not in trained}
     return [
         f"{name} is below the baseline {other} on {metric}: {row[metric]:.3g} vs {base[metric]:.3g}"

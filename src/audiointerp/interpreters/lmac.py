@@ -9,10 +9,10 @@ path (log1p-mel for CNN14, log1p for conv2d), with gradients reaching only the d
 
 Decoders:
 
-* CNN14: the reference's ``CNN14PSI_stft`` topology (``convt1..convt9`` over block6,
-  block5, block4, block3; 236.7 M parameters at ``width`` 1, i.e. dim 2048). For a 431 x
-  80 log-mel input it produces 425 x 513; the skip sums crop/zero-pad the upsampled path
-  to the skip's size so other input sizes work too.
+* CNN14: the reference's ``CNN14PSI_stft``, a
+  :class:`~audiointerp.interpreters.decoders.Cnn14Decoder` with one output map
+  (236.7 M parameters at ``width`` 1, i.e. dim 2048); 425 x 513 for a 431 x 80 log-mel
+  input.
 * conv2d: four ConvTranspose2d(k4, s2, p1) layers that mirror the encoder's four strided
   convolutions, each given the encoder's size at that level as ``output_size``, so the
   mask comes out at exactly (T, F) (431 x 513 from the 26 x 32 map).
@@ -42,14 +42,15 @@ Differences from the reference, each with a switch where numbers are compared:
   (``crosscor_th``) because its contamination is unlabelled noise; our mixtures have
   labelled sources, so the gate is "the prediction is one of the sources" instead. It
   trains from the start rather than as a separate fine-tuning run.
-* ``detail_channels`` > 0 adds a full-resolution
-  :class:`~audiointerp.interpreters.refine.DetailRefiner` after the decoder (not in the
-  reference).
+* ``class_conditional`` (not in the reference) conditions the decoder on the explained
+  class (:class:`~audiointerp.interpreters.decoders.ClassFiLM`). Without it the mask
+  explains the predicted class only, and another ``target`` is refused
+  (:meth:`~audiointerp.interpreters.base.Interpreter.check_target`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -58,8 +59,14 @@ from torch import Tensor, nn
 
 from audiointerp.config import ConfigError, from_dict, to_dict
 from audiointerp.features import Features, MaskDomain, apply_mask, fit_frames
-from audiointerp.interpreters.base import Guidance, Interpreter, guided_bce, resolve_target
-from audiointerp.interpreters.refine import ClassFiLM, DetailRefiner
+from audiointerp.interpreters.base import (
+    Capabilities,
+    Guidance,
+    Interpreter,
+    guided_bce,
+    resolve_target,
+)
+from audiointerp.interpreters.decoders import ClassFiLM, Cnn14Decoder
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.cnn14 import Cnn14Classifier
@@ -88,11 +95,10 @@ class LMACConfig:
         bin_th: loudness threshold of the guidance target (the reference's 0.35).
         loud_weight: extra weight of the guidance BCE averaged over the input's loud bins
             (:func:`~audiointerp.interpreters.base.guided_bce`); 0 in the reference.
-        detail_channels: width of the full-resolution refiner; 0 = none (the reference).
         class_conditional: condition the decoder on the explained class (a learned
             per-class scale and shift of each hidden map, starting at identity), so a
             class other than the prediction can be explained; the reference has no
-            conditioning (False), and its mask ignores the target.
+            conditioning (False), and then only the prediction can be explained.
     """
 
     width: float = 1.0
@@ -105,62 +111,15 @@ class LMACConfig:
     g_w: float = 0.0
     bin_th: float = 0.35
     loud_weight: float = 0.0
-    detail_channels: int = 0
     class_conditional: bool = False
 
     def __post_init__(self) -> None:
-        if self.detail_channels < 0:
-            raise ValueError(f"detail_channels must be >= 0, got {self.detail_channels}")
         if self.width <= 0:
             raise ValueError(f"width must be > 0, got {self.width}")
 
 
 def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
-
-
-def _fit2d(x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
-    """Crop or zero-pad the last two axes of (B, C, H, W) to ``size`` (at the end)."""
-    return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
-
-
-class Cnn14MaskDecoder(nn.Module):
-    """The reference's ``CNN14PSI_stft``: CNN14 block outputs -> mask logits (B, T', F').
-
-    Args:
-        in_channels: channels of (block6, block5, block4, block3).
-        dim: decoder width (reference 2048); layers use dim, dim/2, dim/4, dim/8.
-    """
-
-    def __init__(self, in_channels: tuple[int, int, int, int], dim: int):
-        super().__init__()
-        c6, c5, c4, c3 = in_channels
-        d1, d2, d4, d8 = dim, max(1, dim // 2), max(1, dim // 4), max(1, dim // 8)
-        self.convt1 = nn.ConvTranspose2d(c6, d1, 3, (2, 4), 1)
-        self.convt2 = nn.ConvTranspose2d(c5, d1, 3, (2, 4), 1)
-        self.convt3 = nn.ConvTranspose2d(d1, d1, (7, 4), (2, 4), 1)
-        self.convt4 = nn.ConvTranspose2d(c4, d1, (5, 4), (2, 4), 1)
-        self.convt5 = nn.ConvTranspose2d(d1, d2, (3, 5), (2, 2), 1)
-        self.convt6 = nn.ConvTranspose2d(c3, d2, (3, 3), (2, 4), 1)
-        self.convt7 = nn.ConvTranspose2d(d2, d4, (4, 3), (2, 2), (0, 5))
-        self.convt8 = nn.ConvTranspose2d(d4, d8, (3, 4), (2, 2), (0, 2))
-        self.convt9 = nn.ConvTranspose2d(d8, 1, (1, 5), (1, 4), 0)
-
-    def forward(self, hidden: tuple[Tensor, ...]) -> Tensor:
-        """(block6, block5, block4, block3) -> (B, T', F') logits; 425 x 513 for 431 x 80."""
-        block6, block5, block4, block3 = hidden
-        h = F.relu(self.convt1(block6))  # (B, d, 25, 5)
-        skip = F.relu(self.convt2(block5))
-        h = _fit2d(h, skip.shape[-2:]) + skip
-        h = F.relu(self.convt3(h))  # (B, d, 53, 18)
-        skip = F.relu(self.convt4(block4))
-        h = _fit2d(h, skip.shape[-2:]) + skip
-        h = F.relu(self.convt5(h))  # (B, d/2, 105, 37)
-        skip = F.relu(self.convt6(block3))
-        h = _fit2d(h, skip.shape[-2:]) + skip
-        h = F.relu(self.convt7(h))  # (B, d/4, 212, 65)
-        h = self.convt8(h)  # (B, d/8, 425, 128); no ReLU here, as in the reference
-        return self.convt9(h).squeeze(1)  # (B, 425, 513)
 
 
 class Conv2dMaskDecoder(nn.Module):
@@ -212,11 +171,14 @@ class LMAC(Interpreter):
     """Decoder over the classifier's hidden maps -> sigmoid mask (B, T, F) on |X|.
 
     Unconditioned (the reference), the mask explains the decision encoded in the hidden
-    maps (the predicted class) and ``target`` does not change it; with
-    ``class_conditional`` the decoder reads the maps conditioned on ``target``.
+    maps, so only the predicted class can be explained (another ``target`` is refused);
+    with ``class_conditional`` the decoder reads the maps conditioned on ``target``.
     """
 
     config_class = LMACConfig
+    capabilities = Capabilities(  # the default config's; an instance follows its config
+        any_target=False, batched=True, needs_gradients=False, needs_training=True
+    )
 
     def __init__(self, config: LMACConfig, classifier: Classifier):
         super().__init__()
@@ -226,7 +188,7 @@ class LMAC(Interpreter):
             blocks = [getattr(classifier.encoder, f"conv_block{i}") for i in (6, 5, 4, 3)]
             channels = tuple(block.conv2.out_channels for block in blocks)
             dim = _scaled(CNN14_DECODER_DIM, config.width)
-            self.decoder: nn.Module = Cnn14MaskDecoder(channels, dim)
+            self.decoder: nn.Module = Cnn14Decoder(channels, dim, 1, 1, relu_before_last=False)
         elif isinstance(classifier, Conv2dClassifier):
             channels = (classifier.encoder.conv1.out_channels,)
             self.decoder = Conv2dMaskDecoder(channels[0], _scaled(CONV2D_DECODER_DIM, config.width))
@@ -235,12 +197,12 @@ class LMAC(Interpreter):
                 f"interpreter lmac: no decoder for classifier {type(classifier).__name__}; "
                 "supported: conv2d, cnn14"
             )
-        n_classes = classifier.n_classes
-        self.refiner = (
-            DetailRefiner(config.detail_channels, n_classes) if config.detail_channels else None
-        )
+        self.class_names = list(classifier.class_names)
         self.learns_targets = config.class_conditional
-        self.condition = ClassFiLM(n_classes, channels) if config.class_conditional else None
+        self.capabilities = replace(LMAC.capabilities, any_target=config.class_conditional)
+        self.condition = (
+            ClassFiLM(classifier.n_classes, channels) if config.class_conditional else None
+        )
 
     @classmethod
     def from_config(cls, config: dict[str, Any], classifier: Classifier) -> LMAC:
@@ -261,16 +223,27 @@ class LMAC(Interpreter):
         if isinstance(self.decoder, Conv2dMaskDecoder):
             logits = self.decoder(hidden, frames, bins)
         else:
-            logits = self.decoder(hidden)
-        logits = fit_mask_logits(logits, frames, bins)
-        if self.refiner is not None:
-            logits = self.refiner(logits, features.log_magnitude, classes)
-        return logits
+            logits = self.decoder(hidden).squeeze(1)  # (B, T', F')
+        return fit_mask_logits(logits, frames, bins)
+
+    def target_refusal(self, predicted: int, requested: int) -> str:
+        return (
+            f"{self.registry_name} explains only the predicted class "
+            f"('{self.class_names[predicted]}'); it was trained without "
+            f"interpreter.class_conditional=true, so it cannot explain "
+            f"'{self.class_names[requested]}'"
+        )
 
     def forward(
         self, features: Features, classifier_out: ClassifierOutput, target: Tensor | None = None
     ) -> Tensor:
-        """Sigmoid mask (B, T, F) in [0, 1] over the input's linear magnitude."""
+        """Sigmoid mask (B, T, F) in [0, 1] over the input's linear magnitude.
+
+        Raises:
+            UnsupportedTargetError: ``target`` is not the prediction and the decoder is not
+                class-conditional.
+        """
+        self.check_target(target, classifier_out.prediction)
         classes = resolve_target(classifier_out, target)
         return torch.sigmoid(self.mask_logits(features, classifier_out, classes))
 

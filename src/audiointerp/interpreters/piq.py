@@ -38,9 +38,9 @@ from audiointerp.checkpoints import (
     save_checkpoint,
 )
 from audiointerp.config import ConfigError, from_dict
-from audiointerp.features import Features, MaskDomain, apply_mask, fit_frames
+from audiointerp.features import Features, MaskDomain, fit_frames
 from audiointerp.interpreters.base import Guidance, Interpreter, guided_bce, resolve_target
-from audiointerp.interpreters.refine import DetailRefiner
+from audiointerp.interpreters.decoders import upsampling_stack, xavier_init
 from audiointerp.interpreters.registry import register
 from audiointerp.models import classifier_checkpoint, load_classifier
 from audiointerp.models.base import Classifier, ClassifierOutput
@@ -65,10 +65,6 @@ class PIQConfig:
         reservoir_size: encoder output vectors kept per class for re-seeding.
         mask_domain: ``log1p`` applies the mask to log1p|X| (the reference), ``linear``
             to |X| (see :func:`audiointerp.features.apply_mask`).
-        detail_channels: > 0 adds a :class:`~audiointerp.interpreters.refine.DetailRefiner`
-            of that width after the decoder (not in the reference: 0).
-        in_weight: weight of a mask-in cross-entropy (the classifier on the masked input
-            should keep its prediction, as in L-MAC); 0 in the reference.
         loud_weight: extra weight of the reconstruction BCE averaged over the input's
             loud bins (:func:`~audiointerp.interpreters.base.guided_bce`); 0 in the
             reference.
@@ -83,13 +79,9 @@ class PIQConfig:
     reseed_dead_codes: bool = False
     reservoir_size: int = 64
     mask_domain: MaskDomain = "log1p"
-    detail_channels: int = 0
-    in_weight: float = 0.0
     loud_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.detail_channels < 0:
-            raise ValueError(f"detail_channels must be >= 0, got {self.detail_channels}")
         if self.dim is not None and self.dim < 1:
             raise ValueError(f"dim must be positive, got {self.dim}")
         if not 0.0 <= self.mask_th < 1.0:
@@ -194,18 +186,6 @@ class CodebookUsage:
         }
 
 
-def _decoder(dim: int) -> nn.Sequential:
-    """Four ConvTranspose2d(+ReLU+BN) stages doubling both axes, then a k12 conv to 1 map.
-
-    Indices match the reference: convs at 0, 3, 6, 9, 12; BatchNorms at 2, 5, 8, 11.
-    """
-    layers: list[nn.Module] = []
-    for kernel in (3, 4, 4, 4):
-        layers += [nn.ConvTranspose2d(dim, dim, kernel, 2, 1), nn.ReLU(), nn.BatchNorm2d(dim)]
-    layers.append(nn.ConvTranspose2d(dim, 1, 12, 1, 1))
-    return nn.Sequential(*layers)
-
-
 def _classifier_width(classifier: Classifier) -> int:
     """Channels of the conv2d classifier's hidden map (PIQ's adapter input)."""
     if not isinstance(classifier, Conv2dClassifier):
@@ -236,14 +216,9 @@ class PIQ(Interpreter):
         self.down = nn.Conv2d(dim, dim, 4, 2, 1)
         self.codebook = ClassPartitionedCodebook(config.n_keys, dim, n_classes)
         self.up = nn.ConvTranspose2d(dim, dim, 4, 2, 1)
-        self.decoder = _decoder(dim)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        self.refiner = (
-            DetailRefiner(config.detail_channels, n_classes) if config.detail_channels else None
-        )
+        self.decoder = nn.Sequential(*upsampling_stack(dim, dim))
+        for module in self.modules():  # pre-order (not .apply): the seeded init stays as it was
+            xavier_init(module)
         reservoir = config.reservoir_size if config.reseed_dead_codes else 0
         self.register_buffer("code_hits", torch.zeros(config.n_keys), persistent=False)
         self.register_buffer("reservoir", torch.zeros(n_classes, reservoir, dim), persistent=False)
@@ -282,7 +257,7 @@ class PIQ(Interpreter):
         """Codes (B, D, H, W) -> mask logits (B, T_dec, F_dec); 13x16 -> 417x513."""
         return self.decoder(self.up(codes)).squeeze(1)
 
-    def mask_logits(self, features: Features, codes: Tensor, classes: Tensor) -> tuple[Tensor, int]:
+    def mask_logits(self, features: Features, codes: Tensor) -> tuple[Tensor, int]:
         """Logits (B, T, F) fitted to the input, and the decoder's own frame count.
 
         The reference decoder stops at 417 of 431 frames; repeating its last frame keeps
@@ -292,8 +267,6 @@ class PIQ(Interpreter):
         frames, bins = features.magnitude.shape[1:]
         logits = fit_frames(decoded, frames, mode="edge")
         logits = fit_frames(logits.transpose(1, 2), bins, mode="edge").transpose(1, 2)
-        if self.refiner is not None:
-            logits = self.refiner(logits, features.log_magnitude, classes)
         return logits, decoded.shape[1]
 
     def forward(
@@ -302,7 +275,7 @@ class PIQ(Interpreter):
         """Mask (B, T, F) in [0, 1] explaining class ``target`` (default: the prediction)."""
         classes = resolve_target(classifier_out, target)
         quantized = self.quantize(self.encode(classifier_out.hidden[0]), classes)
-        return torch.sigmoid(self.mask_logits(features, quantized.codes, classes)[0])
+        return torch.sigmoid(self.mask_logits(features, quantized.codes)[0])
 
     # --- training ---------------------------------------------------------------------
 
@@ -313,8 +286,7 @@ class PIQ(Interpreter):
         classifier: Classifier,
         guidance: Guidance | None = None,
     ) -> dict[str, Tensor]:
-        """rec: BCE(mask, target); vq: ||sg(h) - z_q||^2; commit: ||h - sg(z_q)||^2; and,
-        with ``in_weight``, the classifier's cross-entropy on the masked-in input.
+        """rec: BCE(mask, target); vq: ||sg(h) - z_q||^2; commit: ||h - sg(z_q)||^2.
 
         The class is ``guidance.classes`` (default: the prediction). The target is
         :meth:`Guidance.target_mask` at ``mask_th``: on a clean clip the reference's energy
@@ -326,13 +298,13 @@ class PIQ(Interpreter):
         classes = guidance.classes
         h = self.encode(classifier_out.hidden[0])
         quantized = self.quantize(h, classes)
-        logits, decoded_frames = self.mask_logits(features, quantized.codes, classes)
+        logits, decoded_frames = self.mask_logits(features, quantized.codes)
         frames = min(decoded_frames, logits.shape[1])
         guidance = guidance.crop(frames, logits.shape[2])
         if self.training:
             self._record_usage(quantized.indices, classes, h.detach())
         cfg = self.config
-        terms = {
+        return {
             "loss/rec": cfg.rec_weight
             * guided_bce(
                 logits[:, :frames],
@@ -344,12 +316,6 @@ class PIQ(Interpreter):
             "loss/vq": cfg.vq_weight * F.mse_loss(quantized.code_vectors, h.detach()),
             "loss/commit": cfg.commit_weight * F.mse_loss(h, quantized.code_vectors.detach()),
         }
-        if cfg.in_weight > 0:
-            masked = apply_mask(
-                torch.sigmoid(logits), features.magnitude.detach(), self.mask_domain
-            )
-            terms["loss/in"] = cfg.in_weight * F.cross_entropy(classifier(masked).logits, classes)
-        return terms
 
     # --- codebook usage and dead-code re-seeding ---------------------------------------
 

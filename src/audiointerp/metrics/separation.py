@@ -150,9 +150,10 @@ def evaluate_mixtures(
     for batch in tqdm(_batches(mixtures, batch_size), desc="mixtures", disable=None):
         mixture, sources, labels = batch["mixture"], batch["sources"], batch["labels"]
         n_sources = sources.shape[1]
-        *per_source, predicted = explain_targets(
-            classifier, interpreter, mixture, [labels[:, k] for k in range(n_sources)] + [None]
-        )
+        # a method that explains only the prediction is scored on its one mask per source
+        per_class = interpreter.capabilities.any_target
+        targets = [labels[:, k] if per_class else None for k in range(n_sources)]
+        *per_source, predicted = explain_targets(classifier, interpreter, mixture, targets + [None])
         estimates = torch.stack([explained.waveform for explained in per_source], 1)
         for prefix, candidates in (
             ("", estimates),

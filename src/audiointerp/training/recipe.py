@@ -348,7 +348,7 @@ def classifier_folder(config: Any, hparams_dir: Path) -> Path:
 def train_interpreter(method_name: str, config: Any, hparams_dir: Path) -> dict | None:
     """Train (unless ``test_only``) and test an interpreter; returns the metrics (rank 0)."""
     folder = Path(config.output_folder)
-    trainable = INTERPRETERS[method_name].trainable
+    trainable = INTERPRETERS[method_name].capabilities.needs_training
     if not config.test_only and trainable:
         classifier, classifier_config = load_classifier(classifier_folder(config, hparams_dir))
         seed_everything(config.train.seed)

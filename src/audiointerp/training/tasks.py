@@ -172,7 +172,7 @@ class InterpreterTask:
             method=self.interpreter.registry_name,
             probabilities=classifier_out.probabilities,
         )
-        if self.interpreter.trainable:
+        if self.interpreter.capabilities.needs_training:
             terms = self.interpreter.loss(features, classifier_out, self.classifier)
             metrics |= {"loss": torch.stack(list(terms.values())).sum(), **terms}
         return metrics
