@@ -25,6 +25,7 @@ RANKS = {
     "audiointerp.training.recipe": 10,
     "audiointerp.report": 10,
     "audiointerp.demo": 11,
+    "audiointerp.app": 12,
     "audiointerp.cli": 12,
     "audiointerp.__main__": 13,
 }
