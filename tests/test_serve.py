@@ -181,6 +181,7 @@ def test_bad_requests_get_one_clear_line(
         reply = post(client, data, **fields)
         assert reply.status_code == status, reply.text
         assert reply.json()["error"].startswith(message), reply.json()
+        assert "audiointerp-serve-" not in reply.json()["error"]  # no server paths
         assert post(client, tone_wav(0.6)).status_code == 200  # still serving
 
 

@@ -351,7 +351,7 @@ def _decode(path: Path, source: str, limits: Limits) -> tuple[np.ndarray, int]:
             audio, rate = load_audio_with_rate(path, sample_rate=None)
             seconds = len(audio) / rate
     except AudioError as error:
-        raise AudioError(source, error.reason) from None
+        raise AudioError(source, error.reason.replace(str(path), source)) from None
     if seconds > limits.max_seconds:
         raise AudioError(
             source,
