@@ -144,6 +144,18 @@ def test_good_file_gives_classes_audio_and_pictures(client: TestClient) -> None:
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
 
 
+@pytest.mark.parametrize(
+    ("name", "fmt"), [("clip.flac", "FLAC"), ("clip.ogg", "OGG"), ("x", "WAV")]
+)
+def test_other_formats_are_read(client: TestClient, name: str, fmt: str) -> None:
+    buffer = io.BytesIO()
+    audio, _ = sf.read(io.BytesIO(tone_wav(0.7, 22050)), dtype="float32")
+    sf.write(buffer, audio, 22050, format=fmt)
+    reply = post(client, buffer.getvalue(), name=name)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["sample_rate"] == 22050 and reply.json()["duration_s"] == pytest.approx(0.7)
+
+
 def test_target_model_and_example_are_honoured(client: TestClient) -> None:
     reply = client.post(
         "/api/explain", data={"example": "sub/mix.wav", "model": "random", "target": "siren"}
