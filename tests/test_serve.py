@@ -8,6 +8,7 @@ second of audio takes milliseconds, and mask-in plus mask-out adds up to the inp
 from __future__ import annotations
 
 import io
+import itertools
 import tempfile
 import threading
 import time
@@ -20,6 +21,7 @@ import torch
 from starlette.testclient import TestClient
 
 from audiointerp.app import Limits, create_app, load_models
+from audiointerp.app.jobs import JobQueue
 from audiointerp.app.server import _explain_with_progress
 from audiointerp.checkpoints import save_checkpoint
 from audiointerp.cli import main
@@ -357,6 +359,27 @@ def test_a_full_queue_refuses_with_503_and_jobs_report_progress(folders: dict[st
         assert done["state"] == "done" and done["windows_done"] == done["windows"] == windows
         assert done["result"]["duration_s"] == pytest.approx(1.6)
         assert _wait_for(client, second.json()["job"], ("done", "error"))["state"] == "done"
+
+
+def test_stopping_cancels_the_running_job_at_its_next_window() -> None:
+    jobs = JobQueue()
+    jobs.start()
+    started = threading.Event()
+
+    def endless(progress) -> dict:
+        for done in itertools.count():
+            progress(done, 10**9)
+            started.set()
+            time.sleep(0.01)
+        return {}
+
+    running, waiting = jobs.submit(endless), jobs.submit(lambda progress: {})
+    assert started.wait(timeout=10)
+    jobs.stop()
+    assert not jobs.worker.is_alive()
+    for job in (running, waiting):
+        assert (job.state, job.status, job.error) == ("error", 503, "the server is shutting down")
+    assert running.windows == 10**9  # it ran until told to stop
 
 
 def test_progress_counts_windows(models: dict[str, Explainer]) -> None:

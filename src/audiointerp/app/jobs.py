@@ -25,6 +25,10 @@ class QueueFull(UserError):
     """Too many explanations are waiting; the client should retry later."""
 
 
+class _Stopped(Exception):
+    """Raised from a job's progress callback when the server stops: ends the job early."""
+
+
 @dataclass
 class Job:
     """One queued explanation; ``state`` goes queued -> running -> done | error."""
@@ -69,13 +73,15 @@ class JobQueue:
         self.jobs: dict[str, Job] = {}
         self.max_kept = max_kept
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self.worker = threading.Thread(target=self._run, name="audiointerp-explain", daemon=True)
 
     def start(self) -> None:
         self.worker.start()
 
     def stop(self) -> None:
-        """Finish the running job, drop the waiting ones, end the worker."""
+        """Cancel the running job at its next window, drop the waiting ones, end the worker."""
+        self.stopping.set()
         while True:
             try:
                 job = self.pending.get_nowait()
@@ -115,8 +121,16 @@ class JobQueue:
     def _run(self) -> None:
         while (job := self.pending.get()) is not None:
             job.state = "running"
+
+            def progress(done: int, total: int, job: Job = job) -> None:
+                if self.stopping.is_set():
+                    raise _Stopped
+                job.progress(done, total)
+
             try:
-                self._finish(job, result=job.task(job.progress))
+                self._finish(job, result=job.task(progress))
+            except _Stopped:
+                self._finish(job, error="the server is shutting down", status=503)
             except UserError as error:  # bad audio, a class the method cannot explain...
                 self._finish(job, error=str(error), status=400)
             except Exception as error:  # keep serving; the page shows what happened
