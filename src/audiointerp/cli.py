@@ -306,13 +306,13 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         "--examples", type=Path, help="a folder of audio files to offer (the demo's mixtures)"
     )
     serve.add_argument(
-        "--max-upload-mb", type=_positive_float, default=50.0, help="(default: %(default)s)"
+        "--max-upload-mb", type=_positive_float, default=50.0, help="largest upload (default: 50)"
     )
     serve.add_argument(
-        "--max-seconds", type=_positive_float, default=300.0, help="longest audio, in seconds"
+        "--max-seconds", type=_positive_float, default=300.0, help="longest audio (default: 300)"
     )
     serve.add_argument(
-        "--max-waiting", type=_positive_int, default=8, help="explanations queued behind one"
+        "--max-waiting", type=_positive_int, default=8, help="queued explanations (default: 8)"
     )
     serve.set_defaults(func=_serve)
 
