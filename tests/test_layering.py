@@ -34,6 +34,7 @@ RANKS = {
     "audiointerp.report": 10,
     "audiointerp.outputs": 10.5,
     "audiointerp.demo": 11,
+    "audiointerp.app": 12,
     "audiointerp.cli": 12,
     "audiointerp.__main__": 13,
 }

@@ -314,6 +314,53 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_demo)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from audiointerp.app import Limits, serve  # starlette and uvicorn load only when serving
+
+    limits = Limits(args.max_upload_mb, args.max_seconds, args.max_waiting)
+    serve(args.models, args.host, args.port, args.report, args.examples, limits)
+    return EXIT_OK
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _add_serve_command(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="a local web page (and JSON API) to upload audio and listen to explanations",
+        description="Serves one page on http://HOST:PORT/: upload a file or pick an example, "
+        "choose the model and the class, listen to the input, the explanation and the removed "
+        "part beside their spectrograms and the mask. JSON API: GET /api/models, POST "
+        "/api/explain. Uploads and results stay in a temporary folder removed on exit.",
+    )
+    serve.add_argument(
+        "models", nargs="+", type=Path, metavar="MODEL", help="interpreter checkpoint or run folder"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s: this machine)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    serve.add_argument("--report", type=Path, help="an evaluation report folder to serve")
+    serve.add_argument(
+        "--examples", type=Path, help="a folder of audio files to offer (the demo's mixtures)"
+    )
+    serve.add_argument(
+        "--max-upload-mb", type=_positive_float, default=50.0, help="largest upload (default: 50)"
+    )
+    serve.add_argument(
+        "--max-seconds", type=_positive_float, default=300.0, help="longest audio (default: 300)"
+    )
+    serve.add_argument(
+        "--max-waiting", type=_positive_int, default=8, help="queued explanations (default: 8)"
+    )
+    serve.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audiointerp",
@@ -328,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_commands(sub)
     _add_report_commands(sub)
     _add_demo_command(sub)
+    _add_serve_command(sub)
     return parser
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from audiointerp.explain import Explanation
+from audiointerp.features import apply_mask
 
 FIGSIZE, DPI = (4.8, 2.6), 72
 
@@ -121,3 +123,30 @@ def plot_explanation(explanation: Explanation, max_columns: int = 2000) -> bytes
     figure.suptitle(f"predicted {explanation.predicted} (p = {explanation.probability:.2f})")
     figure.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.91, hspace=0.3)
     return _png(figure, 80)
+
+
+def explanation_pngs(
+    magnitude: np.ndarray, mask: np.ndarray, domain: str, seconds: float, max_khz: float
+) -> dict[str, bytes]:
+    """The four pictures of one explanation, as the report shows them.
+
+    Args:
+        magnitude: the input's (T, F) linear magnitude.
+        mask: its (T, F) mask in [0, 1].
+        domain: the interpreter's mask domain (``apply_mask``'s "linear" or "log1p").
+        seconds, max_khz: the extent of the time and frequency axes.
+
+    Returns:
+        PNG bytes by name: ``input``, ``explanation`` (mask-in) and ``removed`` (mask-out)
+        spectrograms on the input's colour scale, and ``mask`` on [0, 1].
+    """
+    mask_t, magnitude_t = torch.from_numpy(mask)[None], torch.from_numpy(magnitude)[None]
+    kept = apply_mask(mask_t, magnitude_t, domain)[0].numpy()
+    removed = apply_mask(1.0 - mask_t, magnitude_t, domain)[0].numpy()
+    vmax = float(np.log1p(magnitude).max()) or 1.0
+    pictures = {
+        name: spectrogram_png(values, name, seconds, max_khz, vmax)
+        for name, values in (("input", magnitude), ("explanation", kept), ("removed", removed))
+    }
+    pictures["mask"] = mask_png(mask, f"mask ({domain} domain)", seconds, max_khz)
+    return pictures
