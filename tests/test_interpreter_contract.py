@@ -1,4 +1,4 @@
-"""The interpreter contract, one table over the registry (STYLE.md #23): registering a
+"""The interpreter contract, one table over the registry: registering a
 method is enough to have every check run on it.
 
 Each variant (every name the package registers, plus a class-conditional L-MAC) is

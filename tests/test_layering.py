@@ -1,5 +1,5 @@
 """Layers import only to their left: io -> features -> data/models -> interpreters -> explain
--> metrics -> training -> evaluation/pipeline -> report -> outputs -> cli (STYLE.md #5).
+-> metrics -> training -> evaluation/pipeline -> report -> outputs -> cli.
 Walks imports with ast."""
 
 import ast

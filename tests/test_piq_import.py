@@ -1,5 +1,5 @@
 """Import of SpeechBrain's PIQ-ESC50 (psi_model.ckpt + conv2d classifier) and parity with
-a direct re-implementation of the reference's explanation (REFERENCE-DETAILS §2, §4a)."""
+a direct re-implementation of the reference's explanation (docs/reference.md §2, §4a)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def bn_keys(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
 
 
 def reference_psi_shapes(dim: int, n_keys: int) -> dict[str, tuple[int, ...]]:
-    """psi_model.ckpt of VectorQuantizedPSI_Audio, written out from REFERENCE-DETAILS §4a."""
+    """psi_model.ckpt of VectorQuantizedPSI_Audio, written out from docs/reference.md §4a."""
     shapes = {"codebook.embedding.weight": (n_keys, dim)}
     shapes |= {"adapter.block.0.weight": (dim, dim, 3, 3), "adapter.block.0.bias": (dim,)}
     shapes |= bn_keys("adapter.block.1", dim)

@@ -1,7 +1,7 @@
 """Controls that ignore the classifier: the negative control and two floors.
 
 * ``energy``: the input's loud bins, ``log1p|X| > 0.35 * max`` per example. It is
-  exactly PIQ's reconstruction target (REFERENCE.md pitfall 5), so a sanity check that
+  exactly PIQ's reconstruction target (docs/reference.md pitfall 5), so a sanity check that
   re-initialises the classifier must flag it: it cannot change.
 * ``random``: uniform noise from a fixed seed (reproducible, so also classifier-blind).
 * ``ones``: keep everything; the explanation is the input itself (SI-SNRi 0).
