@@ -178,11 +178,19 @@ def _interpret(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if any(result.error for result in results) else EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: ``kind`` parsed from the text and checked to be > 0."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int, _positive_float = _positive(int), _positive(float)
 
 
 def _add_interpret_command(sub: argparse._SubParsersAction) -> None:
@@ -320,13 +328,6 @@ def _serve(args: argparse.Namespace) -> int:
     limits = Limits(args.max_upload_mb, args.max_seconds, args.max_waiting)
     serve(args.models, args.host, args.port, args.report, args.examples, limits)
     return EXIT_OK
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _add_serve_command(sub: argparse._SubParsersAction) -> None:
