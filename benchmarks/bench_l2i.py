@@ -28,7 +28,7 @@ from audiointerp.features import apply_mask
 from audiointerp.interpreters.l2i import L2I
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models import Classifier, ClassifierConfig, build_classifier
-from audiointerp.training.recipe import load_interpreter_task
+from audiointerp.training.recipes.interpreter import load_interpreter_task
 
 
 def explain(classifier: Classifier, interpreter: L2I, waveform: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ def loop_masks(interpreter: L2I, activations: torch.Tensor, targets: torch.Tenso
     for h, target in zip(activations, targets, strict=True):  # h: (K, T)
         pooled = interpreter.theta.pool(h[None])[0]  # (K,)
         scores = interpreter.theta.class_weight[target] * pooled
-        kept = scores / scores.abs().max() > interpreter.config.relevance_th
+        kept = scores / scores.abs().max() > interpreter.config.relevance_threshold
         masks.append(((templates[:, kept] @ h[kept]) / (templates @ h + 1e-10)).T)
     return torch.stack(masks)  # (B, T, F), as the reference batches its masks
 
@@ -83,7 +83,7 @@ def speed(classifier: Classifier, interpreter: L2I, batch: int, seconds: float, 
     out = classifier(features.magnitude)
     activations = interpreter.activations(out, features.magnitude.shape[1])
     targets = out.prediction
-    threshold = interpreter.config.relevance_th
+    threshold = interpreter.config.relevance_threshold
 
     def vectorised_mask() -> torch.Tensor:
         selected = interpreter.relevance(activations, targets) > threshold

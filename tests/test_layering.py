@@ -22,7 +22,7 @@ RANKS = {
     "audiointerp.longaudio": 8,
     "audiointerp.pipeline": 8,
     "audiointerp.evaluation": 9,
-    "audiointerp.training.recipe": 10,
+    "audiointerp.training.recipes": 10,
     "audiointerp.report": 10,
     "audiointerp.demo": 11,
     "audiointerp.cli": 12,
