@@ -232,6 +232,8 @@ def test_aliases_are_accepted_once_and_written_under_the_new_name(tmp_path: Path
     assert apply_overrides(Tuned(), {"mask_th": "0.3"}).loud_threshold == 0.3
     with pytest.raises(ConfigError, match="loud_threshold: given twice .*alias 'mask_th'"):
         from_dict(Tuned, {"loud_threshold": 0.2, "mask_th": 0.3})
+    with pytest.raises(ConfigError, match="mask_th: given twice .also as --loud_threshold."):
+        apply_overrides(Tuned(), {"loud_threshold": "0.2", "mask_th": "0.3"})
     saved = save_config(Tuned(loud_threshold=0.25), tmp_path / "config.yaml")
     assert yaml.safe_load(saved.read_text()) == {
         "loud_threshold": 0.25,

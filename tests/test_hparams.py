@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from audiointerp.checkpoints import save_checkpoint
+from audiointerp.cli import main
 from audiointerp.config import PACKAGED, from_dict, load_hparams
 from audiointerp.features import FeatureConfig
 from audiointerp.interpreters.l2i import L2IConfig
@@ -153,3 +154,19 @@ def test_a_checkpoint_saved_with_the_old_names_loads(
     assert {key: loaded[key] for key in new} == new and not set(old) & set(loaded)
     for key, value in interpreter.state_dict().items():
         assert torch.equal(task.interpreter.state_dict()[key], value), key
+
+
+def test_audiointerp_train_is_the_scripts_entry_point(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--help"]) == 0
+    assert "Packaged configs: cnn14.yaml, conv2d.yaml" in capsys.readouterr().out
+    assert main(["train", "lmac_demo.yaml", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--interpreter.guidance_weight  (float, default: 0.0, alias: --interpreter.g_w)" in shown
+    assert "--train.scheduler  (one of cyclic|plateau|none" in shown
+    argv = ["train", "lmac_demo.yaml", "--interpreter.g_w=1", "--interpreter.guidance_weight=2"]
+    assert main(argv) == 2
+    assert "interpreter.guidance_weight: given twice (also as --interpreter.g_w)" in (
+        capsys.readouterr().err
+    )
+    assert main(["train", "piq_demo.yaml", "--train.scheduler=cyclic"]) == 2
+    assert "lr is unused with scheduler cyclic" in capsys.readouterr().err

@@ -304,13 +304,16 @@ def to_dict(config: Any) -> dict[str, Any]:
 def apply_overrides(config: T, overrides: dict[str, str | bool]) -> T:
     """Return a copy of ``config`` with dotted-key overrides applied and typed."""
     data = to_dict(config)
+    given: dict[tuple[str, ...], str] = {}  # field path -> the override that set it
     for dotted, raw in overrides.items():
         node_cls: Any = type(config)
         node = data
         parts = dotted.split(".")
+        path: tuple[str, ...] = ()
         for depth, part in enumerate(parts):
             fields = _field_types(node_cls)
             part = _aliases(node_cls).get(part, part)
+            path = (*path, part)
             if part not in fields:
                 where = ".".join(parts[:depth]) or "top level"
                 raise ConfigError(
@@ -319,6 +322,9 @@ def apply_overrides(config: T, overrides: dict[str, str | bool]) -> T:
                 )
             options = tagged_options(fields[part])
             rest = parts[depth + 1 :]
+            if not rest and path in given:
+                raise ConfigError(f"{dotted}: given twice (also as --{given[path]})")
+            given[path] = dotted
             if raw is True and (options or fields[part] is not bool) and rest in ([], ["name"]):
                 raise ConfigError(f"{dotted}: needs a value (--{dotted}=VALUE)")
             if options and rest in ([], ["name"]):  # a new section of the named class
