@@ -39,7 +39,7 @@ def loop_masks(interpreter: L2I, activations: torch.Tensor, targets: torch.Tenso
     for h, target in zip(activations, targets, strict=True):  # h: (K, T)
         pooled = interpreter.theta.pool(h[None])[0]  # (K,)
         scores = interpreter.theta.class_weight[target] * pooled
-        kept = scores / scores.abs().max() > interpreter.config.relevance_th
+        kept = scores / scores.abs().max() > interpreter.config.relevance_threshold
         masks.append(((templates[:, kept] @ h[kept]) / (templates @ h + 1e-10)).T)
     return torch.stack(masks)  # (B, T, F), as the reference batches its masks
 
@@ -77,7 +77,7 @@ def speed(classifier: Classifier, interpreter: L2I, batch: int, seconds: float, 
     features, out = classify(classifier, waveform)
     activations = interpreter.activations(out, features.magnitude.shape[1])
     targets = out.prediction
-    threshold = interpreter.config.relevance_th
+    threshold = interpreter.config.relevance_threshold
 
     def vectorised_mask() -> torch.Tensor:
         selected = interpreter.relevance(activations, targets) > threshold

@@ -30,7 +30,7 @@ RANKS = {
     "audiointerp.evaluation.files": 8.5,
     "audiointerp.evaluation.run": 8.75,
     "audiointerp.evaluation": 9,
-    "audiointerp.training.recipe": 10,
+    "audiointerp.training.recipes": 10,
     "audiointerp.report": 10,
     "audiointerp.outputs": 10.5,
     "audiointerp.demo": 11,

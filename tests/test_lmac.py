@@ -116,7 +116,7 @@ def test_loss_terms_and_gradients_reach_only_the_decoder(name):
     classifier = tiny_classifier(name)
     torch.manual_seed(2)
     features = features_of(torch.rand(3, 32, 513) * 2)
-    config = {"width": 1 / 64, "reg_w_tv": 0.5}
+    config = {"width": 1 / 64, "tv_weight": 0.5}
     interpreter = build_interpreter("lmac", config, classifier)
     with torch.no_grad():
         out = classifier(features.magnitude)
@@ -136,7 +136,7 @@ def test_loss_terms_and_gradients_reach_only_the_decoder(name):
     assert all(p.grad is not None for p in interpreter.parameters())
     assert sum(p.grad.abs().sum() for p in interpreter.parameters()) > 0
 
-    reference = {**config, "reg_w_l1": 0.4, "reference_l1_batch_scaling": True}
+    reference = {**config, "l1_weight": 0.4, "reference_l1_batch_scaling": True}
     scaled = build_interpreter("lmac", reference, classifier)
     scaled.load_state_dict(interpreter.state_dict())
     l1 = scaled.loss(features, out, classifier)["loss/l1"]

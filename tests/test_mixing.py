@@ -16,7 +16,7 @@ from audiointerp.features import FeatureConfig, Features
 from audiointerp.interpreters.base import Guidance
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models import ClassifierConfig
-from audiointerp.training.recipe import interpreter_recipe_class
+from audiointerp.training.recipes.interpreter import interpreter_recipe_class
 from audiointerp.training.tasks import InterpreterTask
 from tests.toys import BandClassifier
 
@@ -117,7 +117,7 @@ def test_training_step_mixes_and_reports_the_guided_fraction():
     from tests.test_lmac import BandConv2d
 
     conv = BandConv2d(FEATURES, ["band", "other"], dim=4).eval()
-    lmac = build_interpreter("lmac", {"width": 1 / 16, "g_w": 4.0}, conv)
+    lmac = build_interpreter("lmac", {"width": 1 / 16, "guidance_weight": 4.0}, conv)
     task = InterpreterTask(
         lmac, conv, ClassifierConfig(features=FEATURES), mixing=MixingConfig(1.0)
     )
@@ -139,7 +139,8 @@ def test_lmac_guidance_moves_the_mask_onto_the_target_source():
     other = torch.zeros(2, 16, 64)
     other[..., 40:56] = 5.0
     features = features_of(target + other)
-    settings = {"width": 1 / 16, "g_w": 4.0, "l_in_w": 0.0, "l_out_w": 0.0, "reg_w_l1": 0.0}
+    settings = {"width": 1 / 16, "guidance_weight": 4.0, "mask_in_weight": 0.0,
+                "mask_out_weight": 0.0, "l1_weight": 0.0}  # fmt: skip
     interpreter = build_interpreter("lmac", settings, classifier)
     guidance = Guidance(target, other, torch.tensor([True, True]), torch.tensor([0, 0]))
     out = classifier(features.magnitude)
@@ -173,7 +174,7 @@ def test_piq_rec_target_on_a_mixture_is_the_predicted_source():
         codes = piq.quantize(piq.encode(out.hidden[0]), out.prediction).codes
         logits, frames = piq.mask_logits(features, codes)
         expected = F.binary_cross_entropy_with_logits(
-            logits[:, :frames], guidance.crop(frames, 10**6).target_mask(piq.config.mask_th)
+            logits[:, :frames], guidance.crop(frames, 10**6).target_mask(piq.config.loud_threshold)
         )
         clean = piq.loss(features, out, classifier)["loss/rec"]
     assert torch.allclose(guided, expected, atol=1e-6)

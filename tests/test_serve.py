@@ -174,7 +174,12 @@ def test_target_model_and_example_are_honoured(client: TestClient) -> None:
     ("data", "fields", "status", "message"),
     [
         (b"", {}, 400, "clip.wav: the file is empty"),
-        (b"this is not audio at all" * 10, {}, 400, "clip.wav: not an audio file soundfile can read"),
+        (
+            b"this is not audio at all" * 10,
+            {},
+            400,
+            "clip.wav: not an audio file soundfile can read",
+        ),
         (b"RIFF\0\0\0\0WAVE", {}, 400, "clip.wav: not an audio file soundfile can read"),
         (tone_wav(3.5), {}, 400, "clip.wav: too long: 3.5 s, over 3 s"),
         (tone_wav(0.5), {"model": "lmac"}, 400, "unknown model 'lmac'; available: energy, random"),
@@ -182,7 +187,12 @@ def test_target_model_and_example_are_honoured(client: TestClient) -> None:
         (tone_wav(0.5), {"top_k": "-1"}, 400, "top_k must be a positive integer"),
         (None, {}, 400, "send an audio file (form field 'file') or an example name"),
         (None, {"example": "../../etc/passwd"}, 400, "unknown example '../../etc/passwd'"),
-        (np.zeros(400, np.int16).tobytes(), {}, 400, "clip.wav: not an audio file soundfile can read"),
+        (
+            np.zeros(400, np.int16).tobytes(),
+            {},
+            400,
+            "clip.wav: not an audio file soundfile can read",
+        ),
     ],
 )
 def test_bad_requests_get_one_clear_line(

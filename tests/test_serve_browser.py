@@ -135,7 +135,9 @@ def test_page_uploads_explains_and_plays(server: tuple[str, Path], tmp_path: Pat
             page.set_input_files("#file", str(bad))
             page.click("#explain")
             page.wait_for_selector("#error:not([hidden])")
-            assert page.text_content("#error").startswith("notes.wav: not an audio file soundfile can read")
+            assert page.text_content("#error").startswith(
+                "notes.wav: not an audio file soundfile can read"
+            )
 
             phone = browser.new_page(viewport={"width": 390, "height": 844})
             seen = explain_in_page(phone, url, wav)

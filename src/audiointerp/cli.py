@@ -292,6 +292,25 @@ def _add_report_commands(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from audiointerp.training.recipes.entry import train
+
+    return train(args.argv)
+
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train",
+        add_help=False,  # -h/--help goes to the recipe, which lists the file's keys
+        help="train (or --test_only test) the recipe an hparams file configures",
+        description="audiointerp train HPARAMS.yaml [--key=value ...]: the classifier, NMF or "
+        "interpreter recipe the file's sections name (the recipes/esc50/train_*.py scripts "
+        "call the same function). HPARAMS is a path or a packaged config name.",
+    )
+    train.add_argument("argv", nargs=argparse.REMAINDER, help="HPARAMS.yaml [--key=value ...]")
+    train.set_defaults(func=_train)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from audiointerp.demo import DemoError, print_summary, run_demo
 
@@ -375,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_interpret_command(sub)
     _add_eval_commands(sub)
     _add_report_commands(sub)
+    _add_train_command(sub)
     _add_demo_command(sub)
     _add_serve_command(sub)
     return parser
@@ -397,7 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     are not the user's to act on, so they stay out of the output unless asked for with
     ``python -W`` or ``PYTHONWARNINGS``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # options before HPARAMS (e.g. `train --help`): the recipe reports them
+        args.argv = [*unknown, *args.argv]
     with warnings.catch_warnings():
         if not sys.warnoptions:
             warnings.simplefilter("ignore")

@@ -48,9 +48,11 @@ class L2IConfig:
             417, the frames its decoder gives).
         alpha: weight of the NMF reconstruction MSE.
         beta: weight of the L1 sparsity of H.
-        classifier_temp: softmax temperature of the classifier's logits in the fidelity
-            target (reference 0.01 for conv2d's cosine logits, 1 for CNN14).
-        relevance_th: keep components with normalised relevance above this.
+        classifier_temperature: softmax temperature of the classifier's logits in the
+            fidelity target (the reference's ``classifier_temp``: 0.01 for conv2d's cosine
+            logits, 1 for CNN14).
+        relevance_threshold: keep components with normalised relevance above this (the
+            reference's ``relevance_th``).
         eps: added to W H in the mask's denominator.
         mask_domain: ``linear`` (mask * |X|) or ``log1p`` (the reference's domain).
         hidden_channels: channels of the classifier's hidden maps; empty = read them off
@@ -67,8 +69,8 @@ class L2IConfig:
     n_frames: int = 431
     alpha: float = 10.0
     beta: float = 0.8
-    classifier_temp: float = 0.01
-    relevance_th: float = 0.2
+    classifier_temperature: float = field(default=0.01, metadata={"aliases": ("classifier_temp",)})
+    relevance_threshold: float = field(default=0.2, metadata={"aliases": ("relevance_th",)})
     eps: float = 1e-10
     mask_domain: MaskDomain = "linear"
     hidden_channels: list[int] = field(default_factory=list)
@@ -245,7 +247,7 @@ class L2I(Interpreter):
         prediction); each clip's mask depends on that clip alone (with psi in eval mode)."""
         activations = self.activations(classifier_out, features.magnitude.shape[1])
         relevance = self.relevance(activations, resolve_target(classifier_out, target))
-        return self.component_mask(activations, relevance > self.config.relevance_th)
+        return self.component_mask(activations, relevance > self.config.relevance_threshold)
 
     def loss(
         self,
@@ -259,7 +261,9 @@ class L2I(Interpreter):
         computed on the mixture: L2I has no source-level target."""
         activations = self.activations(classifier_out, features.magnitude.shape[1])
         reconstruction = self.nmf.decode(activations)  # (B, T, F)
-        soft_target = (classifier_out.logits.detach() / self.config.classifier_temp).softmax(-1)
+        soft_target = (classifier_out.logits.detach() / self.config.classifier_temperature).softmax(
+            -1
+        )
         return {
             "loss/rec": self.config.alpha * F.mse_loss(reconstruction, features.log_magnitude),
             "loss/fid": F.cross_entropy(self.theta(activations), soft_target),

@@ -25,23 +25,23 @@ instead drops the input's trailing 6 frames). The sigmoid is applied after fitti
 
 Differences from the reference, each with a switch where numbers are compared:
 
-* The L1 term is ``reg_w_l1 * mean|m|``; the reference sums a batch mean over the batch,
+* The L1 term is ``l1_weight * mean|m|``; the reference sums a batch mean over the batch,
   so its effective weight grows with the batch size (0.4 x 16 = 6.4 at its B = 16). Our
-  default ``reg_w_l1`` is that effective 6.4, whatever the batch size; ``reg_w_l1: 0.4``
+  default ``l1_weight`` is that effective 6.4, whatever the batch size; ``l1_weight: 0.4``
   with ``reference_l1_batch_scaling`` reproduces the reference exactly. (0.4 without the
   scaling is 16x weaker than what the reference trained with: masks saturate at 1.)
 * TV is the mean squared difference between neighbouring frames plus that between
   neighbouring bins (the reference's sum / 2B depends on the clip size and batch size;
   its weight is 0 in the reference config anyway).
 * ``mask_domain`` defaults to ``linear`` (mask * |X|); ``log1p`` is the reference's.
-* Guidance on mixtures (``g_w`` > 0, with the trainer's ``mixing``): on a mixture whose
-  predicted class is one of its sources, BCE between the mask and the bins where that
-  source is loud (log1p > ``bin_th`` x max, as the reference's binarised clean clip) *and*
-  dominant; L1/TV are not applied to those examples, as in the reference. The reference
-  gates the term by the cross-correlation of the mask-in spectrum with the clean clip
-  (``crosscor_th``) because its contamination is unlabelled noise; our mixtures have
-  labelled sources, so the gate is "the prediction is one of the sources" instead. It
-  trains from the start rather than as a separate fine-tuning run.
+* Guidance on mixtures (``guidance_weight`` > 0, with the trainer's ``mixing``): on a
+  mixture whose predicted class is one of its sources, BCE between the mask and the bins
+  where that source is loud (log1p > ``loud_threshold`` x max, as the reference's binarised
+  clean clip) *and* dominant; L1/TV are not applied to those examples, as in the
+  reference. The reference gates the term by the cross-correlation of the mask-in
+  spectrum with the clean clip (``crosscor_th``) because its contamination is unlabelled
+  noise; our mixtures have labelled sources, so the gate is "the prediction is one of the
+  sources" instead. It trains from the start rather than as a separate fine-tuning run.
 * ``class_conditional`` (not in the reference) conditions the decoder on the explained
   class (:class:`~audiointerp.interpreters.decoders.ClassFiLM`). Without it the mask
   explains the predicted class only, and another ``target`` is refused
@@ -50,8 +50,8 @@ Differences from the reference, each with a switch where numbers are compared:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -85,14 +85,17 @@ class LMACConfig:
         width: decoder channels as a multiple of the reference (CNN14: 2048 ... 256;
             conv2d: 256 ... 64).
         mask_domain: ``linear`` (mask * |X|) or ``log1p`` (reference parity).
-        l_in_w: weight of the mask-in cross-entropy.
-        l_out_w: weight of the (negated) mask-out cross-entropy.
-        reg_w_l1: weight of mean |mask| (6.4: the reference's 0.4 x its batch size 16).
-        reg_w_tv: weight of the total variation of the mask.
+        mask_in_weight: weight of the mask-in cross-entropy (the reference's ``l_in_w``).
+        mask_out_weight: weight of the (negated) mask-out cross-entropy (``l_out_w``).
+        l1_weight: weight of mean |mask| (6.4: the reference's ``reg_w_l1`` 0.4 x its batch
+            size 16).
+        tv_weight: weight of the total variation of the mask (``reg_w_tv``).
         reference_l1_batch_scaling: multiply the L1 term by the batch size, as the
             reference does.
-        g_w: weight of the guidance BCE on mixtures (the reference's fine-tuning: 4).
-        bin_th: loudness threshold of the guidance target (the reference's 0.35).
+        guidance_weight: weight of the guidance BCE on mixtures (the reference's ``g_w``;
+            its fine-tuning: 4).
+        loud_threshold: loudness threshold of the guidance target (the reference's
+            ``bin_th``, 0.35).
         loud_weight: extra weight of the guidance BCE averaged over the input's loud bins
             (:func:`~audiointerp.interpreters.base.guided_bce`); 0 in the reference.
         class_conditional: condition the decoder on the explained class (a learned
@@ -103,15 +106,17 @@ class LMACConfig:
 
     width: float = 1.0
     mask_domain: MaskDomain = "linear"
-    l_in_w: float = 4.0
-    l_out_w: float = 0.2
-    reg_w_l1: float = 6.4
-    reg_w_tv: float = 0.0
+    mask_in_weight: float = field(default=4.0, metadata={"aliases": ("l_in_w",)})
+    mask_out_weight: float = field(default=0.2, metadata={"aliases": ("l_out_w",)})
+    l1_weight: float = field(default=6.4, metadata={"aliases": ("reg_w_l1",)})
+    tv_weight: float = field(default=0.0, metadata={"aliases": ("reg_w_tv",)})
     reference_l1_batch_scaling: bool = False
-    g_w: float = 0.0
-    bin_th: float = 0.35
+    guidance_weight: float = field(default=0.0, metadata={"aliases": ("g_w",)})
+    loud_threshold: float = field(default=0.35, metadata={"aliases": ("bin_th",)})
     loud_weight: float = 0.0
     class_conditional: bool = False
+    # removed (measured not to help, docs/experiments.md); older checkpoints hold it off
+    retired_keys: ClassVar[dict[str, Any]] = {"detail_channels": 0}
 
     def __post_init__(self) -> None:
         if self.width <= 0:
@@ -275,7 +280,7 @@ class LMAC(Interpreter):
             ]
         )
         logits_in, logits_out = classifier(masked).logits.chunk(2)  # one pass for both
-        guide = guidance is not None and cfg.g_w > 0
+        guide = guidance is not None and cfg.guidance_weight > 0
         guided = (
             guidance.guided.to(mask.dtype)
             if guide
@@ -286,12 +291,14 @@ class LMAC(Interpreter):
         if cfg.reference_l1_batch_scaling:
             l1 = l1 * mask.shape[0]
         terms = {
-            "loss/in": cfg.l_in_w * F.cross_entropy(logits_in, predicted),
-            "loss/out": -cfg.l_out_w * F.cross_entropy(logits_out, predicted),
-            "loss/l1": cfg.reg_w_l1 * l1,
-            "loss/tv": cfg.reg_w_tv * total_variation(mask, regularised),
+            "loss/in": cfg.mask_in_weight * F.cross_entropy(logits_in, predicted),
+            "loss/out": -cfg.mask_out_weight * F.cross_entropy(logits_out, predicted),
+            "loss/l1": cfg.l1_weight * l1,
+            "loss/tv": cfg.tv_weight * total_variation(mask, regularised),
         }
         if guide:
-            bce = guided_bce(logits, guidance, features.log_magnitude, cfg.bin_th, cfg.loud_weight)
-            terms["loss/guide"] = cfg.g_w * (bce * guided).mean()
+            bce = guided_bce(
+                logits, guidance, features.log_magnitude, cfg.loud_threshold, cfg.loud_weight
+            )
+            terms["loss/guide"] = cfg.guidance_weight * (bce * guided).mean()
         return terms

@@ -4,7 +4,7 @@ The frozen conv2d classifier's hidden map goes through an adapter and a down-sam
 conv, is quantized with the codebook keys that belong to the explained class (nearest
 neighbour, straight-through gradient), and a transposed-conv decoder turns the codes into
 a sigmoid mask over the input STFT. Training teaches the decoder to reconstruct the
-input's energy mask (log1p|X| > mask_th * max); the class-partitioned codebook is the
+input's energy mask (log1p|X| > loud_threshold * max); the class-partitioned codebook is the
 bottleneck that makes the mask class-specific.
 
 Parameter names and shapes follow SpeechBrain's ``VectorQuantizedPSI_Audio`` so the
@@ -20,9 +20,9 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -58,8 +58,9 @@ class PIQConfig:
         dim: channels of the psi network. None: the classifier's width (the adapter reads
             the classifier's map directly, so the two must agree).
         n_keys: codebook size K, split among the classes (the reference's ``K``).
-        mask_th: the reconstruction target is log1p|X| > mask_th * its per-clip max.
-        rec_weight, vq_weight, commit_weight: loss weights (the reference uses 1, 1, 1).
+        loud_threshold: the reconstruction target is log1p|X| > loud_threshold * its
+            per-clip max (the reference's ``mask_th``).
+        reconstruction_weight, vq_weight, commit_weight: loss weights (the reference uses 1, 1, 1).
         reseed_dead_codes: at each epoch end, re-initialise the codes of a class that no
             example of that class used, from recent encoder outputs of that class.
         reservoir_size: encoder output vectors kept per class for re-seeding.
@@ -72,20 +73,22 @@ class PIQConfig:
 
     dim: int | None = None
     n_keys: int = 1024
-    mask_th: float = 0.35
-    rec_weight: float = 1.0
+    loud_threshold: float = field(default=0.35, metadata={"aliases": ("mask_th",)})
+    reconstruction_weight: float = field(default=1.0, metadata={"aliases": ("rec_weight",)})
     vq_weight: float = 1.0
     commit_weight: float = 1.0
     reseed_dead_codes: bool = False
     reservoir_size: int = 64
     mask_domain: MaskDomain = "log1p"
     loud_weight: float = 0.0
+    # removed (measured not to help, docs/experiments.md); older checkpoints hold them off
+    retired_keys: ClassVar[dict[str, Any]] = {"detail_channels": 0, "in_weight": 0.0}
 
     def __post_init__(self) -> None:
         if self.dim is not None and self.dim < 1:
             raise ValueError(f"dim must be positive, got {self.dim}")
-        if not 0.0 <= self.mask_th < 1.0:
-            raise ValueError(f"mask_th must lie in [0, 1), got {self.mask_th}")
+        if not 0.0 <= self.loud_threshold < 1.0:
+            raise ValueError(f"loud_threshold must lie in [0, 1), got {self.loud_threshold}")
         if self.reservoir_size < 1:
             raise ValueError(f"reservoir_size must be positive, got {self.reservoir_size}")
 
@@ -289,7 +292,7 @@ class PIQ(Interpreter):
         """rec: BCE(mask, target); vq: ||sg(h) - z_q||^2; commit: ||h - sg(z_q)||^2.
 
         The class is ``guidance.classes`` (default: the prediction). The target is
-        :meth:`Guidance.target_mask` at ``mask_th``: on a clean clip the reference's energy
+        :meth:`Guidance.target_mask` at ``loud_threshold``: on a clean clip the reference's energy
         mask, on a mixture the bins where that class's source is loud and dominant. It is
         compared over the decoder's own frames (the first 417 for a 5-s clip), with the
         threshold taken per clip over those frames, as the reference does.
@@ -305,12 +308,12 @@ class PIQ(Interpreter):
             self._record_usage(quantized.indices, classes, h.detach())
         cfg = self.config
         return {
-            "loss/rec": cfg.rec_weight
+            "loss/rec": cfg.reconstruction_weight
             * guided_bce(
                 logits[:, :frames],
                 guidance,
                 features.log_magnitude[:, :frames],
-                cfg.mask_th,
+                cfg.loud_threshold,
                 cfg.loud_weight,
             ).mean(),
             "loss/vq": cfg.vq_weight * F.mse_loss(quantized.code_vectors, h.detach()),
