@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint clean
+.PHONY: install demo serve test lint clean
 
 install: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(PY) -m audiointerp demo
+
+# After `make demo`: the page on the demo's three interpreters, its mixtures and report.
+DEMO ?= runs/demo
+serve: install
+	$(PY) -m audiointerp serve $(DEMO)/lmac/model $(DEMO)/piq/model $(DEMO)/l2i/model \
+		--examples $(DEMO)/mixtures/mixtures --report $(DEMO)/evaluation/report
 
 test: install
 	$(PY) -m pytest -q

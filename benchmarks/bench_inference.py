@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiointerp.config import from_dict, load_yaml
+from audiointerp.config import from_dict, load_hparams
 from audiointerp.data.mixtures import MixingConfig
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models import Classifier, ClassifierConfig, build_classifier
@@ -71,10 +71,10 @@ def build(width: str, method: str, device: str) -> tuple[Classifier, nn.Module, 
     """Classifier and interpreter of ``method`` at ``width``, and the recipe's hparams."""
     classifier_file, n_classes, methods = WIDTHS[width]
     torch.manual_seed(0)
-    config = from_dict(ClassifierConfig, load_yaml(HPARAMS / classifier_file)["classifier"])
+    config = from_dict(ClassifierConfig, load_hparams(HPARAMS / classifier_file)["classifier"])
     classifier = build_classifier(config, [f"class{i}" for i in range(n_classes)])
-    hparams = load_yaml(HPARAMS / methods[method])
-    section = {k: v for k, v in hparams["interpreter"].items() if k not in ("nmf_hparams",)}
+    hparams = load_hparams(HPARAMS / methods[method])
+    section = {k: v for k, v in hparams["interpreter"].items() if k not in ("name",)}
     interpreter = build_interpreter(method, section, classifier)
     for module in (classifier, interpreter):
         randomise_batch_norms(module)

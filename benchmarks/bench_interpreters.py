@@ -1,7 +1,8 @@
 """Explanation throughput on CPU (clips/s) at batch 1 and 16, for every registered interpreter.
 
-One explanation is the whole path a user waits for: waveform -> STFT -> frozen conv2d
-classifier -> interpreter mask -> masked magnitude -> iSTFT, on 5-s clips (431 x 513).
+One explanation is the whole path a user waits for (:func:`audiointerp.explain.explain`):
+waveform -> STFT -> frozen conv2d classifier -> interpreter mask -> masked magnitudes ->
+iSTFT of the kept and the removed part, on 5-s clips (431 x 513).
 Every method in ``INTERPRETERS`` that can be built for a conv2d classifier of the given
 width with its default settings is timed (randomly initialised weights: speed does not
 depend on training); the others are listed with the reason. "classifier only" is the
@@ -24,28 +25,12 @@ from torch import Tensor
 import audiointerp.interpreters  # noqa: F401  (registers every interpreter)
 from audiointerp.checkpoints import CheckpointError
 from audiointerp.config import ConfigError
-from audiointerp.features import apply_mask
+from audiointerp.explain import classify, explain
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
-from audiointerp.models import Classifier, ClassifierConfig, build_classifier
+from audiointerp.models import ClassifierConfig, build_classifier
 
 SAMPLES, N_CLASSES = 80000, 50  # 5 s at 16 kHz -> 431 frames
-
-
-def explain(classifier: Classifier, interpreter: Interpreter | None, waveform: Tensor) -> Tensor:
-    """waveform (B, N) -> explanation audio (B, N); ``None`` stops after the classifier."""
-    extractor = classifier.feature_extractor
-    features = extractor(waveform)
-    with torch.no_grad():
-        output = classifier(features.magnitude)
-    if interpreter is None:
-        return output.logits
-    # Methods with nothing to learn may differentiate the classifier (saliency-style).
-    with torch.set_grad_enabled(not interpreter.trainable):
-        mask = interpreter(features, output).detach()
-    with torch.no_grad():
-        masked = apply_mask(mask, features.magnitude, interpreter.mask_domain)
-        return extractor.synthesize(masked, features)
 
 
 def clips_per_second(step: Callable[[Tensor], Tensor], batch: int, batches: int) -> float:
@@ -73,7 +58,7 @@ def main() -> None:
     names = [n for n in args.only.split(",") if n] or sorted(INTERPRETERS)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, conv2d dim {args.dim}, "
-        "5-s clips (431x513), clips/s of the whole explanation (STFT ... iSTFT)"
+        "5-s clips (431x513), clips/s of the whole explanation (STFT ... kept and removed iSTFT)"
     )
     print(f"{'method':>20}  {'parameters':>10}  {'batch 1':>8}  {'batch 16':>8}")
     rows: list[tuple[str, Interpreter | None]] = [("classifier only", None)]
@@ -86,7 +71,9 @@ def main() -> None:
         params = sum(p.numel() for p in interpreter.parameters()) if interpreter else 0
 
         def step(waveform: Tensor, interpreter: Interpreter | None = interpreter) -> Tensor:
-            return explain(classifier, interpreter, waveform)
+            if interpreter is None:
+                return classify(classifier, waveform)[1].logits
+            return explain(classifier, interpreter, waveform).waveform
 
         single = clips_per_second(step, 1, args.batches)
         slow = args.max_seconds > 0 and 16 * args.batches / single > args.max_seconds

@@ -4,10 +4,11 @@
                                    [--batch 16] [--seconds 5] [--threads 1] [--device cuda]
 
 Speed (a batch of clips, random audio): the whole explanation (STFT -> classifier -> psi
--> relevance -> mask -> iSTFT) for the batch at once vs one clip at a time, and the
-mask step alone (from the activations H) vectorised vs the reference's per-sample loop
-(boolean component selection, W[:, L] H[L] / (W H + eps) per clip). Without ``--model``
-it uses a freshly initialised conv2d classifier and L2I at ``--width`` (speed only).
+-> relevance -> mask -> iSTFT of the kept and removed parts) for the batch at once vs one
+clip at a time, and the mask step alone (from the activations H) vectorised vs the
+reference's per-sample loop (boolean component selection, W[:, L] H[L] / (W H + eps) per
+clip). Without ``--model`` it uses a freshly initialised conv2d classifier and L2I at
+``--width`` (speed only).
 
 With ``--model`` (a trained L2I folder) it also prints theta's agreement with the
 classifier's prediction on the test fold (the recipe's "L2I fidelity").
@@ -24,19 +25,11 @@ from torch.utils.data import DataLoader
 
 from audiointerp.data.esc50 import ESC50Dataset
 from audiointerp.data.synthetic import ensure_synthetic
-from audiointerp.features import apply_mask
+from audiointerp.explain import classify, explain
 from audiointerp.interpreters.l2i import L2I
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models import Classifier, ClassifierConfig, build_classifier
-from audiointerp.training.recipe import load_interpreter_task
-
-
-def explain(classifier: Classifier, interpreter: L2I, waveform: torch.Tensor) -> torch.Tensor:
-    """waveform (B, N) -> explanation audio (B, N), the predicted class of each clip."""
-    features = classifier.feature_extractor(waveform)
-    mask = interpreter(features, classifier(features.magnitude))
-    masked = apply_mask(mask, features.magnitude, interpreter.mask_domain)
-    return classifier.feature_extractor.synthesize(masked, features)
+from audiointerp.pretrained import load_model
 
 
 def loop_masks(interpreter: L2I, activations: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -46,7 +39,7 @@ def loop_masks(interpreter: L2I, activations: torch.Tensor, targets: torch.Tenso
     for h, target in zip(activations, targets, strict=True):  # h: (K, T)
         pooled = interpreter.theta.pool(h[None])[0]  # (K,)
         scores = interpreter.theta.class_weight[target] * pooled
-        kept = scores / scores.abs().max() > interpreter.config.relevance_th
+        kept = scores / scores.abs().max() > interpreter.config.relevance_threshold
         masks.append(((templates[:, kept] @ h[kept]) / (templates @ h + 1e-10)).T)
     return torch.stack(masks)  # (B, T, F), as the reference batches its masks
 
@@ -74,16 +67,17 @@ def speed(classifier: Classifier, interpreter: L2I, batch: int, seconds: float, 
         batch, int(seconds * rate), generator=torch.Generator().manual_seed(0)
     ).to(next(interpreter.parameters()).device)
     vectorised = clips_per_second(
-        lambda: explain(classifier, interpreter, waveform), batch, repeats
+        lambda: explain(classifier, interpreter, waveform).waveform, batch, repeats
     )
     per_clip = clips_per_second(
-        lambda: [explain(classifier, interpreter, clip[None]) for clip in waveform], batch, repeats
+        lambda: [explain(classifier, interpreter, clip[None]).waveform for clip in waveform],
+        batch,
+        repeats,
     )
-    features = classifier.feature_extractor(waveform)
-    out = classifier(features.magnitude)
+    features, out = classify(classifier, waveform)
     activations = interpreter.activations(out, features.magnitude.shape[1])
     targets = out.prediction
-    threshold = interpreter.config.relevance_th
+    threshold = interpreter.config.relevance_threshold
 
     def vectorised_mask() -> torch.Tensor:
         selected = interpreter.relevance(activations, targets) > threshold
@@ -104,14 +98,14 @@ def speed(classifier: Classifier, interpreter: L2I, batch: int, seconds: float, 
 
 @torch.no_grad()
 def theta_agreement(model: str, data_folder: str, test_folds: list[int], batch: int) -> None:
-    task = load_interpreter_task(model, reference_compatible=False)
-    classifier, interpreter = task.classifier, task.interpreter
+    loaded = load_model(model)
+    classifier, interpreter = loaded.classifier, loaded.interpreter
     assert isinstance(interpreter, L2I), f"{model} holds no L2I interpreter"
     test_set = ESC50Dataset(data_folder, test_folds, classifier.feature_config.sample_rate,
                             class_names=classifier.class_names)  # fmt: skip
     agree = total = 0
     for waveform, _, _ in DataLoader(test_set, batch_size=batch):
-        features, out = task.inputs(waveform)
+        features, out = classify(classifier, waveform)
         activations = interpreter.activations(out, features.magnitude.shape[1])
         agree += int((interpreter.theta(activations).argmax(-1) == out.prediction).sum())
         total += len(waveform)
@@ -133,8 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.model:
-        task = load_interpreter_task(args.model, reference_compatible=False)
-        classifier, interpreter = task.classifier, task.interpreter
+        loaded = load_model(args.model)
+        classifier, interpreter = loaded.classifier, loaded.interpreter
     else:
         torch.manual_seed(0)
         config = ClassifierConfig(name="conv2d", dim=args.width, lin_neurons=32)

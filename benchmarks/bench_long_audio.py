@@ -32,7 +32,8 @@ import torch
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.longaudio import plan_windows
 from audiointerp.models import ClassifierConfig, build_classifier
-from audiointerp.pipeline import Explainer, save_explanation
+from audiointerp.outputs import save_explanation
+from audiointerp.pipeline import Explainer
 
 RATE = 16000
 

@@ -100,7 +100,7 @@ def test_registered_untrainable_and_configurable():
     classifier = BandClassifier()
     for method in METHODS:
         interpreter = build_interpreter(method, FAST[method], classifier)
-        assert INTERPRETERS[method].trainable is False
+        assert not INTERPRETERS[method].capabilities.needs_training
         assert interpreter.mask_domain == "linear"
         assert interpreter.config_dict()["percentile"] == 99.0
         rebuilt = build_interpreter(method, interpreter.config_dict(), classifier)

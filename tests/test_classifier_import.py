@@ -1,6 +1,6 @@
 """SpeechBrain checkpoint import: reference key layouts, strict checks, safety, parity.
 
-The reference layouts below are written from REFERENCE-DETAILS §3a/§3b, independently of
+The reference layouts below are written from docs/reference.md §3a/§3b, independently of
 our modules, and the reference forward passes are re-implemented with torch.nn.functional
 on the raw state dicts, so an import that loads the wrong tensor into a slot fails.
 """

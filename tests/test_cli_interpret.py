@@ -7,6 +7,8 @@ checkpoint format, run in-process through :func:`audiointerp.cli.main`.
 from __future__ import annotations
 
 import json
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +208,44 @@ def test_usage_errors_exit_two_with_one_line(
     with pytest.raises(SystemExit) as exit_info:
         main(["interpret", str(model_dir), str(inputs), "--out", out, "--top-k", "0"])
     assert exit_info.value.code == 2
+
+
+def test_random_bytes_fail_with_one_clear_line_and_no_decoder_chatter(
+    tmp_path: Path, model_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    sf.write(inputs / "tone.wav", _tone(440.0, 4000, RATE), RATE)
+    noise = np.random.default_rng(1).bytes(20_000)  # libsndfile tries its mp3 decoder on it
+    for name in ("bytes.mp3", "noise.wav"):
+        (inputs / name).write_bytes(noise)
+    assert main(["interpret", str(model_dir), str(inputs), "--out", str(tmp_path / "out")]) == 1
+    captured = capfd.readouterr()  # file descriptors 1 and 2: native libraries' output too
+    assert captured.err.splitlines() == [
+        f"audiointerp: error: {inputs / name}: not an audio file soundfile can read"
+        for name in ("bytes.mp3", "noise.wav")
+    ]
+    assert [line.split("\t")[0] for line in captured.out.splitlines()] == [str(inputs / "tone.wav")]
+
+
+@pytest.mark.parametrize("warnoptions, shown", [([], 0), (["default"], 2)])
+def test_library_warnings_stay_out_unless_asked_for(
+    tmp_path: Path,
+    model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    warnoptions: list[str],
+    shown: int,
+) -> None:
+    def chatty_forward(self, features, classifier_out, target=None):
+        warnings.warn("a library's UserWarning", UserWarning, stacklevel=1)
+        np.log(np.zeros(1))  # numpy's RuntimeWarning: divide by zero
+        return torch.sigmoid(4.0 * (features.log_magnitude - self.threshold))
+
+    monkeypatch.setattr(ThresholdInterpreter, "forward", chatty_forward)
+    monkeypatch.setattr(sys, "warnoptions", warnoptions)  # as `python -W default` sets it
+    tone = tmp_path / "tone.wav"
+    sf.write(tone, _tone(440.0, 4000, RATE), RATE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["interpret", str(model_dir), str(tone), "--out", str(tmp_path / "o")]) == 0
+    assert len(caught) == shown

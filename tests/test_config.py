@@ -2,18 +2,24 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 import yaml
 
 from audiointerp.config import (
+    PACKAGED,
     ConfigError,
     apply_overrides,
+    describe,
+    find_config,
+    from_dict,
     load_config,
+    load_hparams,
     load_yaml,
     parse_overrides,
     save_config,
+    to_dict,
 )
 
 
@@ -130,8 +136,6 @@ def test_save_config_round_trip(tmp_path: Path) -> None:
 
 
 def test_describe_lists_every_overridable_key() -> None:
-    from audiointerp.config import describe
-
     lines = describe(Recipe)
     keys = [line.split()[0] for line in lines]
     assert keys == [
@@ -139,3 +143,109 @@ def test_describe_lists_every_overridable_key() -> None:
         "--optim.lr", "--optim.betas",
     ]  # fmt: skip
     assert "default: 10" in lines[1]
+
+
+# --- extends, tagged sections, aliases ---------------------------------------------------
+
+
+@dataclass
+class Steady:
+    name: Literal["steady"] = "steady"
+
+
+@dataclass
+class Decay:
+    name: Literal["decay"] = "decay"
+    factor: float = 0.5
+    every: int = 10
+
+
+@dataclass
+class Tuned:
+    loud_threshold: float = field(default=0.35, metadata={"aliases": ("mask_th",)})
+    schedule: Steady | Decay = field(default_factory=Steady)
+
+    retired_keys: ClassVar[dict[str, Any]] = {"refiner_width": 0}
+
+
+def test_extends_deep_merges_relative_files_and_names_the_bad_file(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "root.yaml").write_text("epochs: 3\noptim: {lr: 0.1, betas: [1, 2]}\n")
+    (tmp_path / "child.yaml").write_text("extends: base/root.yaml\noptim: {lr: 0.2}\n")
+    (tmp_path / "grandchild.yaml").write_text("extends: child.yaml\ntest_only: true\n")
+    config = load_config(Recipe, tmp_path / "grandchild.yaml", ["--epochs=4"])
+    assert config == Recipe(epochs=4, test_only=True, optim=Optim(lr=0.2, betas=[1.0, 2.0]))
+
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    cycle = r"b.yaml: extends 'a.yaml': a cycle \(.*a.yaml -> .*b.yaml -> .*a.yaml\)"
+    with pytest.raises(ConfigError, match=cycle):
+        load_hparams(tmp_path / "a.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"orphan.yaml: extends 'nowhere.yaml': .*not found"):
+        load_hparams(tmp_path / "orphan.yaml")
+
+
+def test_extends_falls_back_to_a_packaged_config_name(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text("extends: piq_demo.yaml\ntrain: {epochs: 1}\n")
+    merged = load_hparams(tmp_path / "mine.yaml")
+    assert merged["train"]["epochs"] == 1 and merged["train"]["lr"] == 4.0e-3
+    assert merged["interpreter"]["name"] == "piq" and merged["interpreter"]["n_keys"] == 200
+
+
+def test_packaged_configs_resolve_by_name_without_a_recipes_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no recipes/ or hparams/ here
+    for name in ("lmac_demo.yaml", "hparams/lmac_demo.yaml"):
+        path = find_config(name, [tmp_path / "elsewhere"])
+        assert path == (PACKAGED / "lmac_demo.yaml").resolve()
+        assert "recipes" not in path.parts and path.parent.name == "hparams"
+    assert load_hparams(find_config("conv2d_demo.yaml", []))["classifier"]["dim"] == 16
+
+
+def test_a_tagged_section_is_picked_by_name_and_replaced_when_the_name_changes(
+    tmp_path: Path,
+) -> None:
+    assert from_dict(Tuned, {"schedule": {"name": "decay", "every": 3}}).schedule == Decay(every=3)
+    assert from_dict(Tuned, {"schedule": "decay"}).schedule == Decay()  # bare name
+    with pytest.raises(ConfigError, match=r"schedule.name: 'cosine' is not one of"):
+        from_dict(Tuned, {"schedule": {"name": "cosine"}})
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\): schedule.factor"):
+        from_dict(Tuned, {"schedule": {"name": "steady", "factor": 0.1}})  # unused key
+
+    (tmp_path / "base.yaml").write_text("schedule: {name: decay, factor: 0.1}\n")
+    (tmp_path / "same.yaml").write_text("extends: base.yaml\nschedule: {every: 2}\n")
+    (tmp_path / "other.yaml").write_text("extends: base.yaml\nschedule: {name: steady}\n")
+    assert load_config(Tuned, tmp_path / "same.yaml").schedule == Decay(factor=0.1, every=2)
+    assert load_config(Tuned, tmp_path / "other.yaml").schedule == Steady()
+
+    decay = apply_overrides(Tuned(), {"schedule": "decay", "schedule.every": "7"})
+    assert decay.schedule == Decay(every=7)
+    assert apply_overrides(decay, {"schedule.name": "steady"}).schedule == Steady()
+    with pytest.raises(ConfigError, match="'patience' is not a field of schedule"):
+        apply_overrides(decay, {"schedule.patience": "1"})
+
+
+def test_aliases_are_accepted_once_and_written_under_the_new_name(tmp_path: Path) -> None:
+    assert from_dict(Tuned, {"mask_th": 0.2}).loud_threshold == 0.2
+    assert apply_overrides(Tuned(), {"mask_th": "0.3"}).loud_threshold == 0.3
+    with pytest.raises(ConfigError, match="loud_threshold: given twice .*alias 'mask_th'"):
+        from_dict(Tuned, {"loud_threshold": 0.2, "mask_th": 0.3})
+    with pytest.raises(ConfigError, match="mask_th: given twice .also as --loud_threshold."):
+        apply_overrides(Tuned(), {"loud_threshold": "0.2", "mask_th": "0.3"})
+    saved = save_config(Tuned(loud_threshold=0.25), tmp_path / "config.yaml")
+    assert yaml.safe_load(saved.read_text()) == {
+        "loud_threshold": 0.25,
+        "schedule": {"name": "steady"},
+    }
+    lines = describe(Tuned)
+    assert "--loud_threshold  (float, default: 0.35, alias: --mask_th)" in lines[0]
+    assert lines[1].startswith("  --schedule  (one of steady|decay, default: 'steady'")
+
+
+def test_a_removed_option_loads_from_old_files_only_when_off() -> None:
+    assert from_dict(Tuned, {"refiner_width": 0, "mask_th": 0.3}) == Tuned(loud_threshold=0.3)
+    with pytest.raises(ConfigError, match="refiner_width: removed; only 0 .off. is accepted"):
+        from_dict(Tuned, {"refiner_width": 8})
+    assert "refiner_width" not in to_dict(Tuned())

@@ -1,4 +1,4 @@
-"""`audiointerp demo` end to end on a tiny data set with tiny copies of the demo configs."""
+"""`audiointerp demo` end to end on a tiny data set with tiny versions of the demo configs."""
 
 from pathlib import Path
 
@@ -7,6 +7,7 @@ import yaml
 
 import audiointerp.demo as demo
 from audiointerp.cli import main
+from audiointerp.config import PACKAGED
 from audiointerp.data.synthetic import generate_synthetic
 
 TINY_FEATURES = {"sample_rate": 16000, "n_fft": 256, "win_ms": 16.0, "hop_ms": 8.0}
@@ -25,22 +26,15 @@ TINY = {  # 1-s clips at a 8-ms hop: 126 frames x 129 bins
 }
 
 
-def _merge(base: dict, changes: dict) -> dict:
-    for key, value in changes.items():
-        base[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
 @pytest.mark.slow
 def test_demo_runs_every_stage_then_reuses_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     hparams = tmp_path / "hparams"
     hparams.mkdir()
-    for name, changes in TINY.items():
-        config = yaml.safe_load((demo.HPARAMS / name).read_text())
-        config = _merge(config, {**changes, "duration_s": 1.0})
-        (hparams / name).write_text(yaml.safe_dump(config))
+    for name, changes in TINY.items():  # each extends the packaged demo config
+        tiny = {"extends": str(PACKAGED / name), **changes, "duration_s": 1.0}
+        (hparams / name).write_text(yaml.safe_dump(tiny))
     monkeypatch.setattr(demo, "HPARAMS", hparams)
     data = generate_synthetic(tmp_path / "data", n_classes=3, clips_per_class=5, duration_s=1.0)
     out = tmp_path / "demo"

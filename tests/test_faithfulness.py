@@ -134,7 +134,7 @@ def test_batched_equals_one_by_one() -> None:
         assert torch.equal(value, batched[name])
 
 
-# One test per reference pitfall (REFERENCE.md), each showing both behaviours.
+# One test per reference pitfall (docs/reference.md, Pitfalls), each showing both behaviours.
 
 
 def test_pitfall_1_mask_domain_matters_for_soft_masks_only() -> None:

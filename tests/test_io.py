@@ -1,5 +1,9 @@
 """Audio I/O: any readable file -> validated mono float32 at the requested rate."""
 
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +19,10 @@ from audiointerp.io import (
     load_audio_with_rate,
     replace_folder,
     save_audio,
+    write_text_atomic,
 )
+
+RANDOM_BYTES = np.random.default_rng(1).bytes(20_000)  # libsndfile tries its mp3 decoder
 
 
 def _tone(rate: int, seconds: float, freq: float = 440.0) -> np.ndarray:
@@ -57,8 +64,9 @@ def test_keep_native_rate(tmp_path: Path) -> None:
     [
         (lambda p: None, "no such file"),
         (lambda p: p.mkdir(), "is a directory"),
-        (lambda p: p.write_bytes(b"RIFF\x00\x00garbage"), "cannot read audio"),
-        (lambda p: p.write_text("not audio at all"), "cannot read audio"),
+        (lambda p: p.write_bytes(b"RIFF\x00\x00garbage"), "not an audio file soundfile can read"),
+        (lambda p: p.write_text("not audio at all"), "not an audio file soundfile can read"),
+        (lambda p: p.write_bytes(RANDOM_BYTES), "not an audio file soundfile can read"),
         (lambda p: sf.write(p, np.zeros(0, np.float32), 16000), "empty"),
         (
             lambda p: sf.write(p, np.array([0.1, np.nan, 0.2], np.float32), 16000, subtype="FLOAT"),
@@ -69,7 +77,7 @@ def test_keep_native_rate(tmp_path: Path) -> None:
             "NaN or Inf",
         ),
     ],
-    ids=["missing", "directory", "corrupt", "text", "empty", "nan", "inf"],
+    ids=["missing", "directory", "corrupt", "text", "random", "empty", "nan", "inf"],
 )
 def test_bad_inputs_raise_one_clear_error(tmp_path: Path, make, reason: str) -> None:
     path = tmp_path / "bad.wav"
@@ -126,3 +134,47 @@ def test_replace_folder_swaps_in_the_new_folder(tmp_path: Path) -> None:
     replace_folder(new, target)
     assert [p.name for p in target.iterdir()] == ["fresh"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mp3"])
+def test_random_bytes_are_not_audio_and_the_decoder_stays_quiet(
+    tmp_path: Path, suffix: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / f"noise{suffix}"
+    path.write_bytes(RANDOM_BYTES)
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert str(info.value) == f"{path}: not an audio file soundfile can read"
+    os.write(2, b"fd 2 restored\n")
+    assert capfd.readouterr() == ("", "fd 2 restored\n")  # no mpg123 "Note: ..." lines
+
+
+@pytest.fixture()
+def umask_022() -> Iterator[None]:
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_atomic_writes_keep_the_users_umask(tmp_path: Path) -> None:
+    text = write_text_atomic(tmp_path / "metrics.json", "{}")
+    audio = save_audio(tmp_path / "clip.wav", _tone(8000, 0.1), 8000)
+    with atomic_write(tmp_path / "model.safetensors") as temporary:
+        temporary.write_bytes(b"weights")
+    assert [_mode(p) for p in (text, audio, tmp_path / "model.safetensors")] == [0o644] * 3
+    os.umask(0o027)
+    assert _mode(write_text_atomic(tmp_path / "config.yaml", "a: 1")) == 0o640
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_replace_folder_gives_a_mkdtemp_folder_the_users_umask(tmp_path: Path) -> None:
+    staging = Path(tempfile.mkdtemp(dir=tmp_path))  # 0700
+    write_text_atomic(staging / "index.html", "<html>")
+    replace_folder(staging, tmp_path / "report")
+    assert _mode(tmp_path / "report") == 0o755
+    assert _mode(tmp_path / "report" / "index.html") == 0o644

@@ -88,7 +88,7 @@ def test_other_lengths_and_theta_frames() -> None:
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_all_components_selected_gives_ones_and_the_input_back(name: str) -> None:
-    classifier, interpreter = build(name, relevance_th=-2.0)  # relevance is in [-1, 1]
+    classifier, interpreter = build(name, relevance_threshold=-2.0)  # relevance is in [-1, 1]
     with torch.no_grad():  # strictly positive H everywhere
         last = interpreter.psi.decoder[14] if name == "conv2d" else interpreter.psi.convt9
         last.weight.abs_()
@@ -124,7 +124,7 @@ def reference_loop_masks(interpreter: L2I, activations: torch.Tensor, targets: t
         pooled = interpreter.theta.hard_att(h).squeeze(-1)  # (K,)
         scores = interpreter.theta.classifier[0].weight[target] * pooled
         relevance = scores / scores.abs().max()
-        kept = relevance > interpreter.config.relevance_th
+        kept = relevance > interpreter.config.relevance_threshold
         mask = (templates[:, kept] @ h[kept]) / (templates @ h + 1e-10)  # (F, T)
         masks.append(mask.T)
     return torch.stack(masks)
@@ -132,7 +132,7 @@ def reference_loop_masks(interpreter: L2I, activations: torch.Tensor, targets: t
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_vectorised_equals_reference_loop(name: str) -> None:
-    classifier, interpreter = build(name, n_frames=173, relevance_th=0.1)
+    classifier, interpreter = build(name, n_frames=173, relevance_threshold=0.1)
     _, features = clips(4, seconds=2.0)  # 173 frames
     with torch.no_grad():
         out = classifier(features.magnitude)
@@ -146,7 +146,7 @@ def test_vectorised_equals_reference_loop(name: str) -> None:
 
 
 def test_target_changes_the_explanation() -> None:
-    classifier, interpreter = build("conv2d", relevance_th=0.5)
+    classifier, interpreter = build("conv2d", relevance_threshold=0.5)
     _, features = clips(1, seconds=2.0)
     with torch.no_grad():
         out = classifier(features.magnitude)
@@ -184,7 +184,7 @@ def test_training_step_leaves_classifier_and_dictionary_alone(name: str) -> None
 
 
 def test_loss_terms_follow_the_reference_formula() -> None:
-    classifier, interpreter = build("conv2d", alpha=3.0, beta=0.5, classifier_temp=0.1)
+    classifier, interpreter = build("conv2d", alpha=3.0, beta=0.5, classifier_temperature=0.1)
     _, features = clips(2, seconds=1.0)
     with torch.no_grad():
         out = classifier(features.magnitude)

@@ -1,5 +1,6 @@
-"""Layers import only to their left: io -> features -> data/models -> interpreters -> metrics
--> training -> evaluation/pipeline -> report -> cli (STYLE.md #5). Walks imports with ast."""
+"""Layers import only to their left: io -> features -> data/models -> interpreters -> explain
+-> metrics -> training -> evaluation/pipeline -> report -> outputs -> cli.
+Walks imports with ast."""
 
 import ast
 from pathlib import Path
@@ -18,20 +19,29 @@ RANKS = {
     "audiointerp.models": 4,
     "audiointerp.models.fast": 4,
     "audiointerp.interpreters": 5,
+    "audiointerp.explain": 5.5,
+    "audiointerp.hub": 5.4,
+    "audiointerp.pretrained": 5.5,
     "audiointerp.metrics": 6,
     "audiointerp.training": 7,
     "audiointerp.longaudio": 8,
     "audiointerp.pipeline": 8,
+    "audiointerp.evaluation.methods": 8.25,  # evaluation's modules, inside its layer:
+    "audiointerp.evaluation.table": 8.5,  # methods -> table, files -> run -> the package
+    "audiointerp.evaluation.files": 8.5,
+    "audiointerp.evaluation.run": 8.75,
     "audiointerp.evaluation": 9,
-    "audiointerp.training.recipe": 10,
+    "audiointerp.training.recipes": 10,
     "audiointerp.report": 10,
+    "audiointerp.outputs": 10.5,
     "audiointerp.demo": 11,
+    "audiointerp.app": 12,
     "audiointerp.cli": 12,
     "audiointerp.__main__": 13,
 }
 
 
-def _rank(module: str) -> int:
+def _rank(module: str) -> float:
     best = max((p for p in RANKS if module == p or module.startswith(p + ".")), key=len)
     return RANKS[best]
 

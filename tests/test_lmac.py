@@ -1,23 +1,29 @@
 """L-MAC: decoder shapes (reference and fitted), loss terms, gradients reaching only the
 decoder, and a few optimiser steps localising the band a toy classifier reads."""
 
+import json
+
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from audiointerp.checkpoints import prefixed, save_checkpoint
+from audiointerp.cli import main
 from audiointerp.config import ConfigError
 from audiointerp.features import FeatureConfig, FeatureExtractor, Features
+from audiointerp.interpreters.decoders import Cnn14Decoder
 from audiointerp.interpreters.lmac import (
     LMAC,
-    Cnn14MaskDecoder,
     Conv2dMaskDecoder,
     LMACConfig,
     fit_mask_logits,
     total_variation,
 )
 from audiointerp.interpreters.registry import build_interpreter
-from audiointerp.models import ClassifierConfig, build_classifier
+from audiointerp.models import ClassifierConfig, build_classifier, classifier_checkpoint
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.conv2d import Conv2dClassifier
 
@@ -38,14 +44,16 @@ def tiny_classifier(name: str, features: FeatureConfig | None = None) -> Classif
 
 def test_cnn14_decoder_is_the_reference_topology():
     with torch.device("meta"):  # count the full-width parameters without allocating them
-        full = Cnn14MaskDecoder((2048, 1024, 512, 256), 2048)
+        full = Cnn14Decoder((2048, 1024, 512, 256), 2048, 1, 1, relu_before_last=False)
     assert sum(p.numel() for p in full.parameters()) == 236_728_321
     assert [name for name, _ in full.named_children()] == [f"convt{i}" for i in range(1, 10)]
-    decoder = Cnn14MaskDecoder((8, 4, 2, 1), 16)
+    lmac = build_interpreter("lmac", {"width": 1 / 64}, tiny_classifier("cnn14"))
+    assert isinstance(lmac.decoder, Cnn14Decoder) and not lmac.decoder.relu_before_last
+    decoder = Cnn14Decoder((8, 4, 2, 1), 16, 1, 1, relu_before_last=False)
     hidden = tuple(
         torch.randn(2, c, t, f) for c, t, f in ((8, 13, 2), (4, 13, 2), (2, 26, 5), (1, 53, 10))
     )
-    assert decoder(hidden).shape == (2, 425, 513)  # the reference's mask for 431 x 80
+    assert decoder(hidden).shape == (2, 1, 425, 513)  # the reference's mask for 431 x 80
 
 
 def test_conv2d_decoder_mirrors_the_encoder_exactly():
@@ -108,7 +116,7 @@ def test_loss_terms_and_gradients_reach_only_the_decoder(name):
     classifier = tiny_classifier(name)
     torch.manual_seed(2)
     features = features_of(torch.rand(3, 32, 513) * 2)
-    config = {"width": 1 / 64, "reg_w_tv": 0.5}
+    config = {"width": 1 / 64, "tv_weight": 0.5}
     interpreter = build_interpreter("lmac", config, classifier)
     with torch.no_grad():
         out = classifier(features.magnitude)
@@ -128,7 +136,7 @@ def test_loss_terms_and_gradients_reach_only_the_decoder(name):
     assert all(p.grad is not None for p in interpreter.parameters())
     assert sum(p.grad.abs().sum() for p in interpreter.parameters()) > 0
 
-    reference = {**config, "reg_w_l1": 0.4, "reference_l1_batch_scaling": True}
+    reference = {**config, "l1_weight": 0.4, "reference_l1_batch_scaling": True}
     scaled = build_interpreter("lmac", reference, classifier)
     scaled.load_state_dict(interpreter.state_dict())
     l1 = scaled.loss(features, out, classifier)["loss/l1"]
@@ -177,3 +185,29 @@ def test_lmac_losses_move_the_mask_into_the_band():
         optimiser.step()
     assert abs(before) < 0.02
     assert inside_minus_outside() > 0.3
+
+
+def test_cli_refuses_a_target_an_unconditioned_lmac_cannot_explain(tmp_path, capsys):
+    classes = ["dog", "rain", "siren"]
+    settings = FeatureConfig(sample_rate=8000, n_fft=256, hop_ms=16.0, win_ms=32.0)
+    config = ClassifierConfig(dim=4, lin_neurons=8, features=settings)
+    torch.manual_seed(0)
+    classifier = build_classifier(config, classes).eval()
+    lmac = build_interpreter("lmac", {"width": 1 / 16}, classifier)
+    tensors, config_map, meta = classifier_checkpoint(classifier, config)
+    tensors |= prefixed("interpreter", lmac.state_dict())
+    config_map["interpreter"] = {"name": "lmac", **lmac.config_dict()}
+    model = save_checkpoint(tmp_path / "model", tensors, config_map, {**meta, "duration_s": 0.5})
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, 0.5 * np.sin(2 * np.pi * 440.0 * np.arange(4000) / 8000), 8000)
+    argv = ["interpret", str(model), str(clip), "--out", str(tmp_path / "out"), "--json"]
+    assert main(argv) == 0
+    predicted = json.loads(capsys.readouterr().out)[0]["predicted"]
+    assert main([*argv, "--target", predicted]) == 0  # the prediction can be explained
+    capsys.readouterr()
+    other = next(name for name in classes if name != predicted)
+    assert main([*argv, "--target", other]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"audiointerp: error: lmac explains only the predicted class ('{predicted}'); it was "
+        f"trained without interpreter.class_conditional=true, so it cannot explain '{other}'"
+    ]

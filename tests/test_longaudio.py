@@ -1,8 +1,8 @@
 """Long audio: window plans, normalised overlap-add, and the identity property end to end.
 
-The identity test (STYLE.md #12): an interpreter whose mask is all ones, run through the
-windows and the cross-fade, gives back the input, for lengths that are not multiples of
-the hop, shorter and longer than one window.
+The identity test (as asteroid's overlap-add test): an interpreter whose mask is all
+ones, run through the windows and the cross-fade, gives back the input, for lengths that
+are not multiples of the hop, shorter and longer than one window.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Training on mixtures: batch mixing at an SNR, the guidance built from the prediction,
-the guided losses of PIQ and L-MAC, and the full-resolution detail refiner."""
+the guided losses of PIQ and L-MAC, and class-conditional L-MAC."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 from audiointerp.config import ConfigError, from_dict
 from audiointerp.data.mixtures import MixedBatch, MixingConfig, mix_batch, scale_pair
+from audiointerp.errors import UnsupportedTargetError
 from audiointerp.features import FeatureConfig, Features
 from audiointerp.interpreters.base import Guidance
-from audiointerp.interpreters.refine import DetailRefiner
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models import ClassifierConfig
-from audiointerp.training.recipe import interpreter_recipe_class
+from audiointerp.training.recipes.interpreter import interpreter_recipe_class
 from audiointerp.training.tasks import InterpreterTask
 from tests.toys import BandClassifier
 
@@ -117,7 +117,7 @@ def test_training_step_mixes_and_reports_the_guided_fraction():
     from tests.test_lmac import BandConv2d
 
     conv = BandConv2d(FEATURES, ["band", "other"], dim=4).eval()
-    lmac = build_interpreter("lmac", {"width": 1 / 16, "g_w": 4.0}, conv)
+    lmac = build_interpreter("lmac", {"width": 1 / 16, "guidance_weight": 4.0}, conv)
     task = InterpreterTask(
         lmac, conv, ClassifierConfig(features=FEATURES), mixing=MixingConfig(1.0)
     )
@@ -139,7 +139,8 @@ def test_lmac_guidance_moves_the_mask_onto_the_target_source():
     other = torch.zeros(2, 16, 64)
     other[..., 40:56] = 5.0
     features = features_of(target + other)
-    settings = {"width": 1 / 16, "g_w": 4.0, "l_in_w": 0.0, "l_out_w": 0.0, "reg_w_l1": 0.0}
+    settings = {"width": 1 / 16, "guidance_weight": 4.0, "mask_in_weight": 0.0,
+                "mask_out_weight": 0.0, "l1_weight": 0.0}  # fmt: skip
     interpreter = build_interpreter("lmac", settings, classifier)
     guidance = Guidance(target, other, torch.tensor([True, True]), torch.tensor([0, 0]))
     out = classifier(features.magnitude)
@@ -171,69 +172,13 @@ def test_piq_rec_target_on_a_mixture_is_the_predicted_source():
     with torch.no_grad():
         guided = piq.loss(features, out, classifier, guidance)["loss/rec"]
         codes = piq.quantize(piq.encode(out.hidden[0]), out.prediction).codes
-        logits, frames = piq.mask_logits(features, codes, out.prediction)
+        logits, frames = piq.mask_logits(features, codes)
         expected = F.binary_cross_entropy_with_logits(
-            logits[:, :frames], guidance.crop(frames, 10**6).target_mask(piq.config.mask_th)
+            logits[:, :frames], guidance.crop(frames, 10**6).target_mask(piq.config.loud_threshold)
         )
         clean = piq.loss(features, out, classifier)["loss/rec"]
     assert torch.allclose(guided, expected, atol=1e-6)
     assert not torch.allclose(guided, clean)
-
-
-def test_piq_in_weight_adds_the_mask_in_cross_entropy():
-    from tests.test_piq import make_classifier, make_features, make_piq
-
-    classifier = make_classifier()
-    features = make_features(2, 0.5)
-    out = classifier(features.magnitude)
-    assert "loss/in" not in make_piq(classifier).loss(features, out, classifier)
-    terms = make_piq(classifier, in_weight=2.0).loss(features, out, classifier)
-    assert float(terms["loss/in"].detach()) > 0.0
-
-
-def test_detail_refiner_starts_as_identity_and_learns_class_specific_detail():
-    torch.manual_seed(0)
-    refiner = DetailRefiner(8, n_classes=2)
-    log_magnitude = torch.rand(4, 40, 48) ** 4 * 3.0  # sparse, bin-level peaks
-    level = log_magnitude / log_magnitude.amax(dim=(1, 2), keepdim=True)
-    classes = torch.tensor([0, 1, 0, 1])  # class 0 owns the mid-level bins, class 1 the peaks
-    mid, peaks = (level > 0.2) & (level <= 0.5), level > 0.5
-    target = torch.where((classes == 0)[:, None, None], mid, peaks).float()
-    coarse = torch.zeros_like(log_magnitude)  # a blocky decoder can only say "unsure"
-    assert torch.equal(refiner(coarse, log_magnitude, classes), coarse)
-    optimiser = torch.optim.Adam(refiner.parameters(), lr=2e-2)
-    for _ in range(300):
-        optimiser.zero_grad()
-        F.binary_cross_entropy_with_logits(
-            refiner(coarse, log_magnitude, classes), target
-        ).backward()
-        optimiser.step()
-    with torch.no_grad():
-        correct = (torch.sigmoid(refiner(coarse, log_magnitude, classes)) > 0.5) == target.bool()
-    assert correct.float().mean() > 0.95
-    # on the loud bins the two classes want opposite answers: a class-blind mask gets 1/2
-    assert correct[level > 0.2].float().mean() > 0.85
-    assert 0.01 < float(target[1].mean()) < float(target[0].mean()) < 0.5
-
-
-@pytest.mark.parametrize("name", ["piq", "lmac"])
-def test_detail_channels_keep_shapes_and_add_only_refiner_keys(name):
-    from tests.test_piq import make_classifier, make_features
-
-    classifier = make_classifier()
-    features = make_features(2, 0.5)
-    out = classifier(features.magnitude)
-    extra = {"n_keys": 12} if name == "piq" else {"width": 1 / 16}
-    torch.manual_seed(0)
-    plain = build_interpreter(name, extra, classifier).eval()
-    torch.manual_seed(0)
-    detailed = build_interpreter(name, {**extra, "detail_channels": 4}, classifier).eval()
-    new_keys = set(detailed.state_dict()) - set(plain.state_dict())
-    assert new_keys and all(key.startswith("refiner.") for key in new_keys)
-    with torch.no_grad():
-        assert torch.allclose(plain(features, out), detailed(features, out))  # zero-init
-    with pytest.raises(ConfigError, match="detail_channels"):
-        build_interpreter(name, {**extra, "detail_channels": -1}, classifier)
 
 
 def test_target_learners_also_train_the_other_source_class():
@@ -266,16 +211,17 @@ def test_class_conditional_lmac_explains_the_requested_class():
     features = make_features(2, 0.5)
     out = classifier(features.magnitude)
     plain = build_interpreter("lmac", {"width": 1 / 16}, classifier).eval()
-    assert not plain.learns_targets
-    with torch.no_grad():
-        assert torch.equal(
-            plain(features, out, torch.tensor([0, 0])), plain(features, out, torch.tensor([1, 1]))
-        )
+    assert not plain.learns_targets and not plain.capabilities.any_target
+    other = (out.prediction + 1) % classifier.n_classes
+    with torch.no_grad():  # the prediction is accepted, another class refused
+        assert torch.equal(plain(features, out, out.prediction), plain(features, out))
+        with pytest.raises(UnsupportedTargetError, match="class_conditional=true"):
+            plain(features, out, other)
     torch.manual_seed(0)
     conditional = build_interpreter(
         "lmac", {"width": 1 / 16, "class_conditional": True}, classifier
     )
-    assert conditional.learns_targets
+    assert conditional.learns_targets and conditional.capabilities.any_target
     conditional.load_state_dict(plain.state_dict(), strict=False)
     with torch.no_grad():  # the conditioning starts as identity
         assert torch.allclose(conditional(features, out), plain(features, out))

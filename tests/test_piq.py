@@ -45,10 +45,10 @@ def make_piq(classifier: Conv2dClassifier, **config: object) -> PIQ:
 
 def test_registered_and_config_round_trip() -> None:
     classifier = make_classifier()
-    piq = make_piq(classifier, mask_th=0.3, mask_domain="linear")
+    piq = make_piq(classifier, loud_threshold=0.3, mask_domain="linear")
     assert INTERPRETERS["piq"] is PIQ and piq.mask_domain == "linear"
     config = piq.config_dict()
-    assert config["dim"] == 4 and config["n_keys"] == 12 and config["mask_th"] == 0.3
+    assert config["dim"] == 4 and config["n_keys"] == 12 and config["loud_threshold"] == 0.3
     rebuilt = PIQ.from_config(config, classifier)
     assert rebuilt.config == piq.config
     assert rebuilt.codebook.embedding.weight.shape == (12, 4)
@@ -133,7 +133,7 @@ def test_straight_through_gradients_reach_only_the_intended_side() -> None:
 
 def test_rec_loss_is_bce_against_the_per_clip_energy_target() -> None:
     classifier = make_classifier()
-    piq = make_piq(classifier, mask_th=0.5).eval()
+    piq = make_piq(classifier, loud_threshold=0.5).eval()
     features = make_features(2, 0.5)
     features.magnitude[1] *= 100.0  # a louder batch-mate must not move clip 0's target
     out = classifier(features.magnitude)

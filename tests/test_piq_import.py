@@ -1,12 +1,14 @@
 """Import of SpeechBrain's PIQ-ESC50 (psi_model.ckpt + conv2d classifier) and parity with
-a direct re-implementation of the reference's explanation (REFERENCE-DETAILS §2, §4a)."""
+a direct re-implementation of the reference's explanation (docs/reference.md §2, §4a)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,7 +28,7 @@ def bn_keys(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
 
 
 def reference_psi_shapes(dim: int, n_keys: int) -> dict[str, tuple[int, ...]]:
-    """psi_model.ckpt of VectorQuantizedPSI_Audio, written out from REFERENCE-DETAILS §4a."""
+    """psi_model.ckpt of VectorQuantizedPSI_Audio, written out from docs/reference.md §4a."""
     shapes = {"codebook.embedding.weight": (n_keys, dim)}
     shapes |= {"adapter.block.0.weight": (dim, dim, 3, 3), "adapter.block.0.bias": (dim,)}
     shapes |= bn_keys("adapter.block.1", dim)
@@ -239,3 +241,40 @@ def test_imported_model_explains_exactly_as_the_reference(tmp_path: Path) -> Non
     scale = float(ref_audio.abs().max())
     assert torch.allclose(audio[:, :77376], ref_audio, atol=1e-4 * scale)
     assert float(audio[:, 77376:].abs().max()) > 0.01 * scale
+
+
+def reference_interpret_file(path: Path, states: dict[str, dict[str, Tensor]]) -> Tensor:
+    """SpeechBrain's ``PIQAudioInterpreter.interpret_file`` on a mono 16-kHz file: the
+    waveform as loaded (no resampling at 16 kHz, no normalisation) through
+    ``interpret_batch``; returns the explanation waveform (77,376 samples for 5 s)."""
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    assert rate == 16000 and audio.shape[1] == 1
+    _, explanation, _ = reference_explanation(torch.from_numpy(audio.T.copy()), states)
+    return explanation[0]
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
+
+
+def test_imported_model_explains_a_file_as_speechbrains_interface(tmp_path: Path) -> None:
+    """Default settings of an imported model reproduce interpret_file's waveform; peak
+    normalisation (our trained models' default) would not, the mask acting on log1p|X|."""
+    states = write_reference(tmp_path / "src", dim=8, n_keys=64)
+    from audiointerp.interpreters.piq import import_piq
+
+    import_piq(tmp_path / "src", tmp_path / "model")
+    assert load_checkpoint(tmp_path / "model").meta["normalization"] == "none"
+    generator = torch.Generator().manual_seed(5)
+    clip = torch.randn(80000, generator=generator) * torch.linspace(0.2, 1.0, 80000)
+    clip[20000:40000] += 3 * torch.sin(torch.arange(20000) * 0.2)
+    clip = 0.6 * clip / clip.abs().max()  # a clip of peak 0.6, as files usually are
+    sf.write(str(tmp_path / "clip.wav"), clip.numpy(), 16000, subtype="FLOAT")
+
+    reference = reference_interpret_file(tmp_path / "clip.wav", states).numpy()
+    ours = Explainer.from_pretrained(tmp_path / "model").explain_file(tmp_path / "clip.wav")
+    assert ours.sample_rate == 16000 and ours.waveform.shape == (80000,)
+    assert snr_db(reference, ours.waveform[: len(reference)]) >= 40.0
+    peak = Explainer.from_pretrained(tmp_path / "model", normalization="peak")
+    scaled = peak.explain_file(tmp_path / "clip.wav").waveform
+    assert snr_db(reference, scaled[: len(reference)]) < 30.0

@@ -22,7 +22,7 @@ from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.registry import register
 from audiointerp.io import load_audio
 from audiointerp.models.base import Classifier, ClassifierOutput
-from audiointerp.training.recipe import run_classifier_recipe, run_interpreter_recipe
+from audiointerp.training.recipes.entry import train
 
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "esc50" / "train_classifier.py"
 TINY = [
@@ -85,7 +85,7 @@ def test_test_only_without_a_model_is_one_clear_error(
     data = generate_synthetic(tmp_path / "data", n_classes=2, clips_per_class=5, duration_s=0.5)
     argv = ["hparams/conv2d.yaml", f"--data_folder={data}", f"--output_folder={tmp_path / 'none'}",
             "--test_only", "--device=cpu"]  # fmt: skip
-    assert run_classifier_recipe(argv, script_dir=SCRIPT.parent) == 2
+    assert train(argv, SCRIPT.parent, expect="classifier") == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {tmp_path / 'none' / 'model'}: no trained model here; "
         "run without --test_only first"
@@ -99,11 +99,15 @@ def test_bad_command_lines_name_the_problem(capsys: pytest.CaptureFixture) -> No
             "--train.learning_rate=1",
         ): "unknown config key: train.learning_rate",
         ("hparams/conv2d.yaml", "--train.scheduler=step"): "train.scheduler: 'step' is not one of",
+        ("hparams/conv2d.yaml", "--train.lr=1e-3"): "lr is unused with scheduler cyclic",
+        ("hparams/conv2d.yaml", "--train.scheduler=plateau"): "lr is required with scheduler",
+        ("hparams/conv2d.yaml", "--train.scheduler.patience=2"): "'patience' is not a field of",
+        ("hparams/piq.yaml",): "hparams/piq.yaml configures the piq recipe, not classifier",
         ("--test_only",): "usage: SCRIPT HPARAMS.yaml",
-        ("hparams/nope.yaml",): "hparams file not found: hparams/nope.yaml",
+        ("hparams/nope.yaml",): "config file not found: hparams/nope.yaml",
     }
     for argv, message in cases.items():
-        assert run_classifier_recipe(list(argv), script_dir=SCRIPT.parent) == 2
+        assert train(list(argv), SCRIPT.parent, expect="classifier") == 2
         assert message in capsys.readouterr().err
 
 
@@ -159,13 +163,13 @@ def test_interpreter_runner_trains_classifier_first_then_interpreter(
         "train: {epochs: 2, batch_size: 4, lr: 0.01, scheduler: none}\n"
     )
     (hparams / "band.yaml").write_text(
-        "experiment: band\nclassifier_hparams: tiny.yaml\n"
+        "experiment: band\nclassifier_hparams: tiny.yaml\ninterpreter: {name: test_band_gain}\n"
         "train: {epochs: 2, batch_size: 4, lr: 0.1, scheduler: none, select_metric: FF}\n"
     )
     monkeypatch.chdir(tmp_path)  # default run folders are results/<experiment>/<seed>
     argv = [str(hparams / "band.yaml"), f"--data_folder={data}", "--duration_s=1.0",
             "--device=cpu", "--seed=3"]  # fmt: skip
-    assert run_interpreter_recipe("test_band_gain", argv) == 0
+    assert train(argv) == 0
     out = capsys.readouterr().out
     classifier_model = Path("results/tiny/3/model")
     assert f"no trained classifier at {classifier_model}: training one with" in out
@@ -187,7 +191,7 @@ def test_interpreter_runner_trains_classifier_first_then_interpreter(
     assert not torch.equal(saved.tensors["interpreter.logit"], torch.full((129,), 2.0))
 
     test_argv = [*argv, "--test_only", "--save_interpretations=true", "--n_interpretations=2"]
-    assert run_interpreter_recipe("test_band_gain", test_argv) == 0
+    assert train(test_argv) == 0
     assert json.loads((run / "metrics.json").read_text()) == metrics
     folders = sorted((run / "interpretations").iterdir())
     assert len(folders) == 2

@@ -40,7 +40,7 @@ def test_energy_control_is_flagged() -> None:
     waveforms = torch.stack([m["mixture"] for m in mixtures])
     energy = build_interpreter("energy", {}, TwoBandClassifier())
     assert isinstance(energy, EnergyControl)
-    result = sanity_check((TwoBandClassifier().eval(), energy), waveforms, mixtures)
+    result = sanity_check(TwoBandClassifier().eval(), energy, waveforms, mixtures)
     assert result["rank_correlation"] == 1.0
     assert result["sanity_passed"] is False
     assert result["si_snri_drop"] == pytest.approx(0.0, abs=1e-6)
@@ -48,7 +48,7 @@ def test_energy_control_is_flagged() -> None:
 
 def test_random_control_is_reproducible_hence_flagged() -> None:
     waveforms = torch.stack([m["mixture"] for m in make_mixtures(1)])
-    result = sanity_check((TwoBandClassifier().eval(), RandomControl(seed=1)), waveforms)
+    result = sanity_check(TwoBandClassifier().eval(), RandomControl(seed=1), waveforms)
     assert result["sanity_passed"] is False
 
 
@@ -56,7 +56,7 @@ def test_classifier_dependent_explanation_passes_and_loses_si_snri() -> None:
     mixtures = make_mixtures(2)
     waveforms = torch.stack([m["mixture"] for m in mixtures])
     result = sanity_check(
-        (TwoBandClassifier().eval(), WeightBandInterpreter()), waveforms, mixtures, seed=0
+        TwoBandClassifier().eval(), WeightBandInterpreter(), waveforms, mixtures, seed=0
     )
     assert result["rank_correlation"] < 0.5
     assert result["sanity_passed"] is True
@@ -69,6 +69,6 @@ def test_a_method_holding_its_classifier_sees_the_randomised_one() -> None:
     waveforms = torch.stack([m["mixture"] for m in mixtures])
     classifier = TwoBandClassifier().eval()
     saliency = build_interpreter("saliency", {}, classifier)
-    result = sanity_check((classifier, saliency), waveforms)
+    result = sanity_check(classifier, saliency, waveforms)
     assert result["sanity_passed"] is True  # |dlogit/d|X|| follows the weights
     assert saliency.classifier is classifier  # the original binding is kept

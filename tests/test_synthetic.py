@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -156,3 +158,14 @@ def test_summary_and_cli(tmp_path, capsys):
     assert "classes: harmonic_tone, bird_chirp_sweep" in printed
     assert main(["data", "synth", "--out", str(tmp_path / "t"), "--classes", "99"]) == 2
     assert "n_classes must be in [2, 50]" in capsys.readouterr().err
+
+
+def test_published_data_folder_keeps_the_umask(tmp_path: Path) -> None:
+    """The data set folder is staged with mkdtemp (0700) and published with the user's
+    umask, so other users of the machine can read it."""
+    previous = os.umask(0o022)
+    try:
+        folder = ensure_synthetic(tmp_path / "synth", n_classes=2, clips_per_class=1, seed=0)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755

@@ -13,7 +13,13 @@ from torch.utils.data import TensorDataset
 
 from audiointerp.checkpoints import load_checkpoint
 from audiointerp.config import ConfigError
-from audiointerp.training.loop import TrainConfig, Trainer
+from audiointerp.training.loop import (
+    CyclicSchedule,
+    NoSchedule,
+    PlateauSchedule,
+    TrainConfig,
+    Trainer,
+)
 
 
 class ToyTask:
@@ -67,8 +73,11 @@ TRAIN, VALID = toy_data(60, 1), toy_data(24, 2)
 
 
 def config(**overrides: Any) -> TrainConfig:
-    base = dict(epochs=4, batch_size=8, lr=0.05, scheduler="none", device="cpu", seed=7)
+    base = dict(epochs=4, batch_size=8, lr=0.05, scheduler=NoSchedule(), device="cpu", seed=7)
     return TrainConfig(**{**base, **overrides})
+
+
+CYCLIC = CyclicSchedule(base_lr=0.01, max_lr=0.1, step_size=3)
 
 
 def weights(folder: Path) -> dict[str, Tensor]:
@@ -120,7 +129,7 @@ def test_same_seed_gives_bit_identical_weights(tmp_path: Path) -> None:
     for run in ("a", "b"):
         Trainer(
             ToyTask(),
-            config(scheduler="cyclic", base_lr=0.01, max_lr=0.1, step_size=5),
+            config(scheduler=CyclicSchedule(base_lr=0.01, max_lr=0.1, step_size=5), lr=None),
             tmp_path / run,
         ).fit(TRAIN, VALID)
     assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
@@ -128,9 +137,10 @@ def test_same_seed_gives_bit_identical_weights(tmp_path: Path) -> None:
     assert not torch.equal(weights(tmp_path / "a")["2.weight"], weights(tmp_path / "c")["2.weight"])
 
 
-@pytest.mark.parametrize("scheduler", ["cyclic", "plateau"])
-def test_resume_matches_uninterrupted_run(tmp_path: Path, scheduler: str) -> None:
-    cfg = dict(scheduler=scheduler, base_lr=0.01, max_lr=0.1, step_size=3, plateau_patience=0)
+@pytest.mark.parametrize(
+    "cfg", [{"scheduler": CYCLIC, "lr": None}, {"scheduler": PlateauSchedule(patience=0)}]
+)
+def test_resume_matches_uninterrupted_run(tmp_path: Path, cfg: dict[str, Any]) -> None:
     Trainer(ToyTask(), config(**cfg), tmp_path / "straight").fit(TRAIN, VALID)
     Trainer(ToyTask(), config(**cfg, epochs=2), tmp_path / "resumed").fit(TRAIN, VALID)
     assert torch.load(tmp_path / "resumed/train_state/state.pt", weights_only=True)["epoch"] == 2

@@ -6,7 +6,14 @@ python train_classifier.py hparams/conv2d.yaml [--data_folder=DIR] [--test_only]
 import sys
 from pathlib import Path
 
-from audiointerp.training.recipe import run_classifier_recipe
+from audiointerp.training.recipes.entry import train
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str]) -> int:
+    return train(argv, HERE, expect="classifier")
+
 
 if __name__ == "__main__":
-    sys.exit(run_classifier_recipe(sys.argv[1:], script_dir=Path(__file__).resolve().parent))
+    sys.exit(main(sys.argv[1:]))

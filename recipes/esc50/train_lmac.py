@@ -7,9 +7,14 @@ python train_lmac.py hparams/lmac_cnn14.yaml [--data_folder=DIR] [--test_only]
 import sys
 from pathlib import Path
 
-from audiointerp.training.recipe import run_interpreter_recipe
+from audiointerp.training.recipes.entry import train
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str]) -> int:
+    return train(argv, HERE, expect="lmac")
+
 
 if __name__ == "__main__":
-    sys.exit(
-        run_interpreter_recipe("lmac", sys.argv[1:], script_dir=Path(__file__).resolve().parent)
-    )
+    sys.exit(main(sys.argv[1:]))

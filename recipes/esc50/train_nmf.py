@@ -2,29 +2,22 @@
 
     python train_nmf.py hparams/nmf.yaml [--data_folder=DIR] [--nmf.solver=gradient] ...
 
-No data folder: the embedded synthetic set. Writes ``results/train_nmf/<seed>/model``.
+No hparams file: hparams/nmf.yaml. No data folder: the embedded synthetic set. Writes
+``results/train_nmf/<seed>/model``.
 """
-
-from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from audiointerp.config import load_config
-from audiointerp.interpreters.nmf import NMFRecipeConfig, train_nmf_recipe
-from audiointerp.training.recipe import resolve_hparams, run_guarded, wants_help
+from audiointerp.training.recipes.entry import train
 
 HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str]) -> int:
-    def run() -> None:
-        hparams = resolve_hparams(argv[0] if argv else "hparams/nmf.yaml", HERE)
-        train_nmf_recipe(load_config(NMFRecipeConfig, hparams, argv[1:]))
-
-    if wants_help(argv, NMFRecipeConfig, "train_nmf.py"):
-        return 0
-    return run_guarded(run)
+    if not argv or argv[0].startswith("-"):
+        argv = ["hparams/nmf.yaml", *argv]
+    return train(argv, HERE, expect="nmf")
 
 
 if __name__ == "__main__":

@@ -7,18 +7,16 @@ An empty ``classifier_folder`` means the ``train_classifier.py`` default output 
 data and seed (``classifier_hparams``), trained first when it is not there yet.
 """
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
-from audiointerp.training.recipe import run_interpreter_recipe
+from audiointerp.training.recipes.entry import train
 
 HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str]) -> int:
-    return run_interpreter_recipe("piq", argv, script_dir=HERE)
+    return train(argv, HERE, expect="piq")
 
 
 if __name__ == "__main__":

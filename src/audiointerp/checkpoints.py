@@ -100,6 +100,24 @@ def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:
     return Checkpoint(tensors=load_file(str(folder / WEIGHTS_FILE)), config=config, meta=meta)
 
 
+def checkpoint_folder(path: str | os.PathLike) -> Path:
+    """``path`` itself when it is a checkpoint folder, else its ``model/`` (a run folder).
+
+    Raises:
+        CheckpointError: neither holds the three checkpoint files.
+    """
+    path = Path(path)
+    for folder in (path, path / "model"):
+        if all((folder / name).is_file() for name in (WEIGHTS_FILE, CONFIG_FILE, META_FILE)):
+            return folder
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such model folder")
+    raise CheckpointError(
+        f"{path}: not a model checkpoint folder ({WEIGHTS_FILE}, {CONFIG_FILE}, {META_FILE}) "
+        "nor a run folder with one in model/"
+    )
+
+
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a SpeechBrain ``.ckpt`` (a plain ``torch.save(state_dict)``) safely.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,10 +22,12 @@ from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
 from audiointerp.errors import USER_ERRORS, UserError
 from audiointerp.evaluation import BOUND_METHODS, EvalConfig, evaluate
+from audiointerp.hub import HUB_MODELS, pull
 from audiointerp.interpreters.nmf import import_nmf
 from audiointerp.interpreters.piq import import_piq
 from audiointerp.models.speechbrain import import_cnn14, import_conv2d
-from audiointerp.pipeline import Explainer, collect_inputs, explain_to_files
+from audiointerp.outputs import collect_inputs, explain_to_files
+from audiointerp.pipeline import Explainer
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -112,9 +115,44 @@ def _add_import_commands(sub: argparse._SubParsersAction) -> None:
     speechbrain.set_defaults(func=_import_speechbrain)
 
 
+def _pull(args: argparse.Namespace) -> int:
+    folder = pull(
+        args.name,
+        args.revision,
+        endpoint=args.endpoint,
+        cache_dir=args.cache_dir,
+        offline=True if args.offline else None,
+    )
+    meta = load_checkpoint(folder).meta
+    hub = meta.get("hub", {})
+    print(f"{args.name}@{hub.get('revision', '?')}: {len(meta.get('class_names', []))} classes, "
+          f"normalization {meta.get('normalization', 'peak')} -> {folder}")  # fmt: skip
+    return EXIT_OK
+
+
+def _add_pull_command(sub: argparse._SubParsersAction) -> None:
+    puller = sub.add_parser(
+        "pull",
+        help="download and convert a published model into the hub cache",
+        description="Downloads the model's files from the Hugging Face hub (file by file, at "
+        "the pinned revision), converts them once with the safe importer and prints the "
+        "converted folder; later calls reuse it without a request. `interpret NAME` and "
+        "Explainer.from_pretrained(NAME) do the same on first use.",
+    )
+    puller.add_argument("name", choices=sorted(HUB_MODELS), help="published model")
+    puller.add_argument("--revision", help="commit, branch or tag (default: the pinned commit)")
+    puller.add_argument("--offline", action="store_true",
+                        help="use only the cache (also HF_HUB_OFFLINE=1)")  # fmt: skip
+    puller.add_argument("--cache-dir", type=Path,
+                        help="hub cache (default: HF_HUB_CACHE, else HF_HOME/hub)")  # fmt: skip
+    puller.add_argument("--endpoint", help="hub URL (default: HF_ENDPOINT, else huggingface.co)")
+    puller.set_defaults(func=_pull)
+
+
 def _interpret(args: argparse.Namespace) -> int:
     """Explain every input file; a bad file is one stderr line and the run goes on."""
-    explainer = Explainer.from_pretrained(args.model_dir)
+    options = {} if args.normalization is None else {"normalization": args.normalization}
+    explainer = Explainer.from_pretrained(args.model_dir, **options)
     if args.target is not None:
         explainer.class_index(args.target)
     pairs = collect_inputs(args.inputs)
@@ -140,11 +178,19 @@ def _interpret(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if any(result.error for result in results) else EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: ``kind`` parsed from the text and checked to be > 0."""
+
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int, _positive_float = _positive(int), _positive(float)
 
 
 def _add_interpret_command(sub: argparse._SubParsersAction) -> None:
@@ -155,12 +201,18 @@ def _add_interpret_command(sub: argparse._SubParsersAction) -> None:
         "under --out (folders mirrored) and prints: file, predicted class, probability. "
         "Exit 0 if every file worked, 1 if some failed, 2 on usage errors.",
     )
-    interpret.add_argument("model_dir", type=Path, help="interpreter checkpoint or run folder")
+    interpret.add_argument("model_dir", metavar="MODEL",
+                           help="interpreter checkpoint or run folder, or a published model: "
+                           f"{', '.join(sorted(HUB_MODELS))} (downloaded once)")  # fmt: skip
     interpret.add_argument("inputs", nargs="+", type=Path, help="audio files or folders")
     interpret.add_argument("--out", type=Path, required=True, help="output folder")
     interpret.add_argument("--target", help="class name to explain (default: the predicted)")
     interpret.add_argument("--top-k", type=_positive_int, default=5, help="classes in --json")
     interpret.add_argument("--json", action="store_true", help="print a JSON list instead")
+    interpret.add_argument("--normalization", choices=("peak", "signed_max", "none"),
+                           help="per-window input scaling (default: the model's own: peak "
+                           "for ours, none for imported SpeechBrain models, as their "
+                           "interface)")  # fmt: skip
     interpret.set_defaults(func=_interpret)
 
 
@@ -221,7 +273,7 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from audiointerp.report import build_report  # matplotlib loads only when reporting
+    from audiointerp.report.html import build_report  # matplotlib loads only when reporting
 
     print(build_report(args.run_dir, args.out))
     return EXIT_OK
@@ -238,6 +290,25 @@ def _add_report_commands(sub: argparse._SubParsersAction) -> None:
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="evaluated run folder")
     report.add_argument("--out", type=Path, help="report folder (default RUN_DIR/report)")
     report.set_defaults(func=_report)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from audiointerp.training.recipes.entry import train
+
+    return train(args.argv)
+
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train",
+        add_help=False,  # -h/--help goes to the recipe, which lists the file's keys
+        help="train (or --test_only test) the recipe an hparams file configures",
+        description="audiointerp train HPARAMS.yaml [--key=value ...]: the classifier, NMF or "
+        "interpreter recipe the file's sections name (the recipes/esc50/train_*.py scripts "
+        "call the same function). HPARAMS is a path or a packaged config name.",
+    )
+    train.add_argument("argv", nargs=argparse.REMAINDER, help="HPARAMS.yaml [--key=value ...]")
+    train.set_defaults(func=_train)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -270,6 +341,46 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=_demo)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from audiointerp.app import Limits, serve  # starlette and uvicorn load only when serving
+
+    limits = Limits(args.max_upload_mb, args.max_seconds, args.max_waiting)
+    serve(args.models, args.host, args.port, args.report, args.examples, limits)
+    return EXIT_OK
+
+
+def _add_serve_command(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="a local web page (and JSON API) to upload audio and listen to explanations",
+        description="Serves one page on http://HOST:PORT/: upload a file or pick an example, "
+        "choose the model and the class, listen to the input, the explanation and the removed "
+        "part beside their spectrograms and the mask. JSON API: GET /api/models, POST "
+        "/api/explain. Uploads and results stay in a temporary folder removed on exit.",
+    )
+    serve.add_argument(
+        "models", nargs="+", type=Path, metavar="MODEL", help="interpreter checkpoint or run folder"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s: this machine)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    serve.add_argument("--report", type=Path, help="an evaluation report folder to serve")
+    serve.add_argument(
+        "--examples", type=Path, help="a folder of audio files to offer (the demo's mixtures)"
+    )
+    serve.add_argument(
+        "--max-upload-mb", type=_positive_float, default=50.0, help="largest upload (default: 50)"
+    )
+    serve.add_argument(
+        "--max-seconds", type=_positive_float, default=300.0, help="longest audio (default: 300)"
+    )
+    serve.add_argument(
+        "--max-waiting", type=_positive_int, default=8, help="queued explanations (default: 8)"
+    )
+    serve.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audiointerp",
@@ -279,10 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_import_commands(sub)
+    _add_pull_command(sub)
     _add_interpret_command(sub)
     _add_eval_commands(sub)
     _add_report_commands(sub)
+    _add_train_command(sub)
     _add_demo_command(sub)
+    _add_serve_command(sub)
     return parser
 
 
@@ -299,6 +413,16 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand. Library warnings (torch, numpy, soundfile)
+    are not the user's to act on, so they stay out of the output unless asked for with
+    ``python -W`` or ``PYTHONWARNINGS``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    return run(args.func, args)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # options before HPARAMS (e.g. `train --help`): the recipe reports them
+        args.argv = [*unknown, *args.argv]
+    with warnings.catch_warnings():
+        if not sys.warnoptions:
+            warnings.simplefilter("ignore")
+        return run(args.func, args)

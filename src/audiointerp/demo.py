@@ -15,21 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from audiointerp.config import load_config
+from audiointerp.config import PACKAGED
 from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
 from audiointerp.evaluation import EvalConfig, evaluate, format_table
-from audiointerp.interpreters.nmf import NMFRecipeConfig, train_nmf_recipe
-from audiointerp.report import build_report
-from audiointerp.training.recipe import (
-    resolve_hparams,
-    run_classifier_recipe,
-    run_guarded,
-    run_interpreter_recipe,
-)
+from audiointerp.report.html import build_report
+from audiointerp.training.recipes.entry import train
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "esc50"
-HPARAMS = RECIPES / "hparams"
+HPARAMS = PACKAGED  # the demo's configs ship with the package (no source checkout needed)
 
 
 class DemoError(RuntimeError):
@@ -47,14 +40,6 @@ def _stage(title: str, folder: Path, run: Callable[[], int]) -> None:
     if status != 0:
         raise DemoError(f"{title} failed (exit status {status})")
     print(f"   done in {time.perf_counter() - start:.0f} s")
-
-
-def _nmf(data_folder: Path, folder: Path) -> int:
-    def run() -> None:
-        argv = [f"--data_folder={data_folder}", f"--output_folder={folder}"]
-        train_nmf_recipe(load_config(NMFRecipeConfig, HPARAMS / "nmf_demo.yaml", argv))
-
-    return run_guarded(run)
 
 
 @dataclass
@@ -77,8 +62,6 @@ def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -
         data_folder: an ESC-50-layout folder; None = the embedded synthetic set.
         n_explained: mixtures explained with the ``interpret`` CLI at the end.
     """
-    if not HPARAMS.is_dir():
-        raise FileNotFoundError(f"{HPARAMS}: the recipes folder is needed (a source checkout)")
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     data = Path(data_folder) if data_folder else ensure_synthetic()
@@ -89,34 +72,25 @@ def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -
         make_mixtures(data, mixtures, folds=(5,), n_mixtures=16, snrs_db=(0.0,), seed=0)
     print(f"== mixtures: {manifest}")
 
-    common = [f"--data_folder={data}"]
+    def run(hparams: str, folder: Path, *extra: str) -> Callable[[], int]:
+        argv = [str(HPARAMS / hparams), f"--data_folder={data}", f"--output_folder={folder}"]
+        return lambda: train([*argv, *extra])
+
     classifier = out / "conv2d"
-    _stage(
-        "conv2d classifier",
-        classifier,
-        lambda: run_classifier_recipe(
-            [str(HPARAMS / "conv2d_demo.yaml"), *common, f"--output_folder={classifier}"]
-        ),
-    )
+    _stage("conv2d classifier", classifier, run("conv2d_demo.yaml", classifier))
     nmf = out / "nmf"
-    _stage("NMF dictionary", nmf, lambda: _nmf(data, nmf))
+    _stage("NMF dictionary", nmf, run("nmf_demo.yaml", nmf))
     models = []
-    for method, hparams, extra in (
-        ("l2i", "l2i_demo.yaml", [f"--interpreter.nmf_folder={nmf / 'model'}"]),
-        ("piq", "piq_demo.yaml", []),
-        ("lmac", "lmac_demo.yaml", []),
+    for method, extra in (
+        ("l2i", [f"--interpreter.nmf_folder={nmf / 'model'}"]),
+        ("piq", []),
+        ("lmac", []),
     ):
         folder = out / method
-        argv = [
-            str(resolve_hparams(hparams, HPARAMS)),
-            *common,
-            f"--output_folder={folder}",
-            f"--classifier_folder={classifier / 'model'}",
-            *extra,
-        ]
-        _stage(f"{method.upper()} interpreter", folder, lambda a=argv, m=method: (
-            run_interpreter_recipe(m, a, RECIPES)
-        ))  # fmt: skip
+        hparams = f"{method}_demo.yaml"
+        classifier_model = f"--classifier_folder={classifier / 'model'}"
+        _stage(f"{method.upper()} interpreter", folder,
+               run(hparams, folder, classifier_model, *extra))  # fmt: skip
         models.append(folder / "model")
 
     print("== evaluation (faithfulness, SI-SNRi on mixtures, sanity check)")

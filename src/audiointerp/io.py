@@ -2,14 +2,18 @@
 
 Every failure a user can cause (missing file, directory, corrupt or empty audio, NaN/Inf
 samples) raises :class:`AudioError`, whose message names the file and the reason, so the
-CLI can print one line and exit 2. Writes are atomic (temp file + rename).
+CLI can print one line and exit 2. Writes are atomic (temp file + rename) and keep the
+user's umask: files come out ``0o666 & ~umask``, folders ``0o777 & ~umask``, as if written
+directly (a temporary file or folder alone would be private, 0600 / 0700).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +25,8 @@ import soxr
 from audiointerp.errors import AudioError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+NOT_AUDIO = "not an audio file soundfile can read"
+_STDERR_LOCK = threading.Lock()
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -69,11 +75,20 @@ def load_audio_with_rate(
         raise AudioError(path, "no such file")
     if path.is_dir():
         raise AudioError(path, "is a directory, not an audio file")
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as error:  # soundfile raises several types for bad files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AudioError(path, f"cannot read audio ({reason})") from error
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, "permission denied")
+    with _native_stderr_silenced():  # libsndfile's mp3 decoder prints "Note: ..." lines
+        try:
+            sound = sf.SoundFile(str(path))
+        except Exception as error:  # libsndfile's reasons for this ("possibly a pipe?") mislead
+            raise AudioError(path, NOT_AUDIO) from error
+        try:
+            with sound:
+                audio, rate = sound.read(dtype="float32", always_2d=True), sound.samplerate
+        except Exception as error:  # soundfile raises several types for corrupt data
+            text = str(error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
+            raise AudioError(path, f"cannot read audio ({reason})") from error
     audio = validate_audio(to_mono(audio), path)
     if sample_rate is not None and rate != sample_rate:
         audio = resample(audio, rate, sample_rate)
@@ -93,14 +108,24 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp made it 0600
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Swap the finished folder ``new`` into ``target``'s place; an existing target is
-    moved aside first, then deleted, so ``target`` is never half written."""
+    moved aside first, then deleted, so ``target`` is never half written. ``new`` gets the
+    mode of a folder made with the user's umask (``tempfile.mkdtemp`` makes it 0700)."""
+    os.chmod(new, 0o777 & ~current_umask())
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
@@ -133,6 +158,31 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Text variant of :func:`write_bytes_atomic` (UTF-8)."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block: native libraries (mpg123 inside
+    libsndfile) print there directly, past Python's ``sys.stderr``. Python's own stderr is
+    flushed first; a lock keeps threads from restoring each other's descriptor."""
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no descriptor 2: nothing to silence
+            saved = None
+        if saved is None:
+            yield
+            return
+        try:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def find_audio_files(root: str | os.PathLike) -> list[Path]:

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from audiointerp.errors import DataError
-from audiointerp.io import load_audio, write_text_atomic
+from audiointerp.io import current_umask, load_audio, write_text_atomic
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 CSV_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
@@ -311,6 +311,7 @@ def publish_folder(staging: Path, target: str | os.PathLike, signature: str) -> 
     this package writes), so a user's unrelated folder is never deleted.
     """
     target = Path(target)
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp made it 0700
     if target.exists():
         if not target.is_dir():
             raise NotADirectoryError(f"{target}: not a directory")

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiointerp.errors import UnsupportedTargetError
 from audiointerp.features import Features, MaskDomain
 from audiointerp.models.base import Classifier, ClassifierOutput
 
@@ -53,6 +54,26 @@ class Guidance:
         return (loud & (self.target >= self.other)).float()
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an interpreter supports; callers and the contract test read it, never the type.
+
+    Attributes:
+        any_target: explains any class given as ``target``; False: only the predicted
+            class, and :meth:`Interpreter.check_target` refuses the others.
+        batched: in eval mode a clip's mask does not depend on its batch-mates, so a batch
+            gives the masks of its clips one by one.
+        needs_gradients: forward differentiates the classifier (gradient baselines), so
+            callers enable gradients around it even under ``no_grad``.
+        needs_training: has parameters to learn before use; False: usable as built.
+    """
+
+    any_target: bool
+    batched: bool
+    needs_gradients: bool
+    needs_training: bool
+
+
 def loud_bins(log_magnitude: Tensor, threshold: float) -> Tensor:
     """(B, T, F) bool: log1p|X| above ``threshold`` x its per-clip max (the reference PIQ's
     rule for the bins that matter)."""
@@ -85,7 +106,9 @@ class Interpreter(nn.Module):
     Attributes:
         mask_domain: where the mask is applied (:func:`audiointerp.features.apply_mask`):
             ``linear`` (mask * |X|) or ``log1p`` (reference parity for imported models).
-        trainable: False for methods with nothing to learn (gradient baselines, oracles).
+        capabilities: what the method supports (:class:`Capabilities`). On the class:
+            the method's default; an instance may differ where its config decides
+            (L-MAC's ``any_target`` is its ``class_conditional``).
         learns_targets: the loss trains the mask of whichever class ``Guidance.classes``
             names, so training on mixtures also teaches the non-predicted source's class.
         config_class: the dataclass of the method's settings (the fields ``from_config``
@@ -94,7 +117,9 @@ class Interpreter(nn.Module):
     """
 
     mask_domain: MaskDomain = "linear"
-    trainable: bool = True
+    capabilities: Capabilities = Capabilities(
+        any_target=True, batched=True, needs_gradients=False, needs_training=True
+    )
     learns_targets: bool = False
     registry_name: str = ""
     config_class: type | None = None
@@ -119,6 +144,32 @@ class Interpreter(nn.Module):
             target: (B,) class to explain; None means the predicted class.
         """
         raise NotImplementedError
+
+    def check_target(self, target: Tensor | None, prediction: Tensor) -> None:
+        """Refuse a ``target`` (B,) this interpreter cannot explain.
+
+        Without ``capabilities.any_target`` only the predicted class can be explained, so
+        any row whose target differs from ``prediction`` (B,) is refused; forward calls
+        this first, so no path silently explains another class than the one asked for.
+
+        Raises:
+            UnsupportedTargetError: the first refused row, in :meth:`target_refusal`'s words.
+        """
+        if target is None or self.capabilities.any_target:
+            return
+        refused = (target.to(prediction.device) != prediction).nonzero().flatten()
+        if len(refused):
+            row = int(refused[0])
+            reason = self.target_refusal(int(prediction[row]), int(target[row]))
+            raise UnsupportedTargetError(reason)
+
+    def target_refusal(self, predicted: int, requested: int) -> str:
+        """Why class ``requested`` cannot be explained where the prediction is ``predicted``
+        (one line; methods override it to name the classes and the fix)."""
+        return (
+            f"{self.registry_name} explains only the predicted class ({predicted}), "
+            f"so it cannot explain class {requested}"
+        )
 
     def end_epoch(self) -> dict[str, float]:
         """Called after each training epoch; returns statistics for the log (e.g. codebook

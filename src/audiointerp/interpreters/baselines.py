@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from audiointerp.config import from_dict, to_dict
 from audiointerp.features import Features
-from audiointerp.interpreters.base import Interpreter, resolve_target
+from audiointerp.interpreters.base import Capabilities, Interpreter, resolve_target
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
 
@@ -130,7 +130,9 @@ class AttributionBaseline(Interpreter):
     not a submodule, so the interpreter has no state of its own in checkpoints.
     """
 
-    trainable = False
+    capabilities = Capabilities(
+        any_target=True, batched=True, needs_gradients=True, needs_training=False
+    )
     config_class: type[BaselineConfig] = BaselineConfig
 
     def __init__(self, config: BaselineConfig, classifier: Classifier):
@@ -226,6 +228,9 @@ class OcclusionBaseline(AttributionBaseline):
     averaged over the windows covering each bin."""
 
     config_class = OcclusionConfig
+    capabilities = Capabilities(
+        any_target=True, batched=True, needs_gradients=False, needs_training=False
+    )
 
     def attribute(self, magnitude: Tensor, target: Tensor) -> Tensor:
         cfg = self.config

@@ -1,7 +1,7 @@
 """Controls that ignore the classifier: the negative control and two floors.
 
 * ``energy``: the input's loud bins, ``log1p|X| > 0.35 * max`` per example. It is
-  exactly PIQ's reconstruction target (REFERENCE.md pitfall 5), so a sanity check that
+  exactly PIQ's reconstruction target (docs/reference.md pitfall 5), so a sanity check that
   re-initialises the classifier must flag it: it cannot change.
 * ``random``: uniform noise from a fixed seed (reproducible, so also classifier-blind).
 * ``ones``: keep everything; the explanation is the input itself (SI-SNRi 0).
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from audiointerp.config import ConfigError
 from audiointerp.features import Features
-from audiointerp.interpreters.base import Interpreter
+from audiointerp.interpreters.base import Capabilities, Interpreter
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
 
@@ -27,11 +27,18 @@ def _check_keys(name: str, config: dict[str, Any], allowed: set[str]) -> None:
         raise ConfigError(f"interpreter {name!r}: unknown config keys {', '.join(unknown)}")
 
 
-@register("energy")
-class EnergyControl(Interpreter):
-    """Binary mask of the bins whose log1p magnitude exceeds ``threshold`` x the example's max."""
+class Control(Interpreter):
+    """A mask that ignores the classifier, so also the class: every ``target`` gets the
+    same mask, by design (a reference point for the metrics, not an explanation)."""
 
-    trainable = False
+    capabilities = Capabilities(
+        any_target=True, batched=True, needs_gradients=False, needs_training=False
+    )
+
+
+@register("energy")
+class EnergyControl(Control):
+    """Binary mask of the bins whose log1p magnitude exceeds ``threshold`` x the example's max."""
 
     def __init__(self, threshold: float = 0.35):
         super().__init__()
@@ -55,14 +62,12 @@ class EnergyControl(Interpreter):
 
 
 @register("random")
-class RandomControl(Interpreter):
+class RandomControl(Control):
     """Uniform [0, 1) mask, a floor for every metric.
 
     Each clip's mask is drawn from ``seed`` plus a fingerprint of that clip's magnitude, so
     it is reproducible and does not depend on the clip's batch-mates or position.
     """
-
-    trainable = False
 
     def __init__(self, seed: int = 0):
         super().__init__()
@@ -88,10 +93,8 @@ class RandomControl(Interpreter):
 
 
 @register("ones")
-class OnesControl(Interpreter):
+class OnesControl(Control):
     """All-ones mask: the explanation is the whole input."""
-
-    trainable = False
 
     @classmethod
     def from_config(cls, config: dict[str, Any], classifier: Classifier) -> OnesControl:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from audiointerp.config import ConfigError, from_dict, to_dict
 from audiointerp.features import Features, MaskDomain, fit_frames
 from audiointerp.interpreters.base import Guidance, Interpreter, resolve_target
+from audiointerp.interpreters.decoders import Cnn14Decoder, fit2d, upsampling_stack, xavier_init
 from audiointerp.interpreters.nmf import NMFDictionary, load_nmf
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
@@ -47,9 +48,11 @@ class L2IConfig:
             417, the frames its decoder gives).
         alpha: weight of the NMF reconstruction MSE.
         beta: weight of the L1 sparsity of H.
-        classifier_temp: softmax temperature of the classifier's logits in the fidelity
-            target (reference 0.01 for conv2d's cosine logits, 1 for CNN14).
-        relevance_th: keep components with normalised relevance above this.
+        classifier_temperature: softmax temperature of the classifier's logits in the
+            fidelity target (the reference's ``classifier_temp``: 0.01 for conv2d's cosine
+            logits, 1 for CNN14).
+        relevance_threshold: keep components with normalised relevance above this (the
+            reference's ``relevance_th``).
         eps: added to W H in the mask's denominator.
         mask_domain: ``linear`` (mask * |X|) or ``log1p`` (the reference's domain).
         hidden_channels: channels of the classifier's hidden maps; empty = read them off
@@ -66,27 +69,13 @@ class L2IConfig:
     n_frames: int = 431
     alpha: float = 10.0
     beta: float = 0.8
-    classifier_temp: float = 0.01
-    relevance_th: float = 0.2
+    classifier_temperature: float = field(default=0.01, metadata={"aliases": ("classifier_temp",)})
+    relevance_threshold: float = field(default=0.2, metadata={"aliases": ("relevance_th",)})
     eps: float = 1e-10
     mask_domain: MaskDomain = "linear"
     hidden_channels: list[int] = field(default_factory=list)
     nmf_folder: str = ""
     nmf_hparams: str = "nmf.yaml"
-
-
-def _fit_size(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Crop or zero-pad the last two dims of (B, C, T, F) to ``size``."""
-    x = x[..., : size[0], : size[1]]
-    return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
-
-
-def _xavier_init(module: nn.Module) -> None:
-    """The reference's init for conv-type layers: xavier-uniform weights, zero bias."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 class Conv2dPsi(nn.Module):
@@ -100,64 +89,38 @@ class Conv2dPsi(nn.Module):
 
     def __init__(self, in_channels: int, width: int, n_components: int, n_freqs: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.ConvTranspose2d(in_channels, width, 3, 2, 1)]
-        layers += [nn.ReLU(), nn.BatchNorm2d(width)]
-        for _ in range(3):
-            layers += [nn.ConvTranspose2d(width, width, 4, 2, 1), nn.ReLU(), nn.BatchNorm2d(width)]
-        layers += [nn.ConvTranspose2d(width, 1, 12, 1, 1), nn.ReLU()]
-        layers += [nn.Linear(n_freqs, n_components), nn.ReLU()]
+        layers = upsampling_stack(in_channels, width)
+        layers += [nn.ReLU(), nn.Linear(n_freqs, n_components), nn.ReLU()]
         self.decoder = nn.Sequential(*layers)
         self.n_freqs = n_freqs
-        self.apply(_xavier_init)
+        self.apply(xavier_init)
 
     def forward(self, hidden: tuple[Tensor, ...]) -> Tensor:
         """(map (B, C, T', F'),) -> H (B, K, ~16 T')."""
         (feature_map,) = hidden
         image = self.decoder[:14](feature_map)  # (B, 1, T'', F'')
-        image = _fit_size(image, (image.shape[-2], self.n_freqs))  # F'' = F at n_fft 1024
+        image = fit2d(image, (image.shape[-2], self.n_freqs))  # F'' = F at n_fft 1024
         return self.decoder[14:](image).squeeze(1).transpose(1, 2)  # (B, K, T'')
 
 
-class Cnn14Psi(nn.Module):
+class Cnn14Psi(Cnn14Decoder):
     """The reference's ``CNN14PSI_stft_2d``: CNN14 blocks 6, 5, 4, 3 -> H.
 
-    Transposed convolutions upsample block 6 and add the upsampled blocks 5, 4, 3 on the
-    way (each skip branch cropped/padded to the main branch's size, so inputs of any
-    length work), up to (B, K, T, F'''); the mean over frequency gives H (B, K, T).
+    A :class:`~audiointerp.interpreters.decoders.Cnn14Decoder` with K output maps (ReLU
+    after every layer, a k(7, 5) last layer); the mean over frequency gives H (B, K, T).
     (2048, 13, 2), (1024, 13, 2), (512, 26, 5), (256, 53, 10) -> (B, K, 431) at the
     reference's sizes. No BatchNorm; PyTorch's default init (as the reference).
     """
 
     def __init__(self, in_channels: list[int], width: int, n_components: int):
-        super().__init__()
         if width % 8:
             raise ConfigError(f"interpreter.width: CNN14 psi needs a multiple of 8, got {width}")
-        c6, c5, c4, c3 = in_channels
-        w2, w4, w8 = width // 2, width // 4, width // 8
-        self.convt1 = nn.ConvTranspose2d(c6, width, 3, (2, 4), 1)
-        self.convt2 = nn.ConvTranspose2d(c5, width, 3, (2, 4), 1)
-        self.convt3 = nn.ConvTranspose2d(width, width, (7, 4), (2, 4), 1)
-        self.convt4 = nn.ConvTranspose2d(c4, width, (5, 4), (2, 4), 1)
-        self.convt5 = nn.ConvTranspose2d(width, w2, (3, 5), (2, 2), 1)
-        self.convt6 = nn.ConvTranspose2d(c3, w2, (3, 3), (2, 4), 1)
-        self.convt7 = nn.ConvTranspose2d(w2, w4, (4, 3), (2, 2), (0, 5))
-        self.convt8 = nn.ConvTranspose2d(w4, w8, (3, 4), (2, 2), (0, 2))
-        self.convt9 = nn.ConvTranspose2d(w8, n_components, (7, 5), (1, 4), 0)
-
-    @staticmethod
-    def _merge(main: Tensor, skip: Tensor) -> Tensor:
-        return F.relu(main) + _fit_size(F.relu(skip), main.shape[-2:])
+        super().__init__(in_channels, width, n_components, 7, relu_before_last=True)
 
     def forward(self, hidden: tuple[Tensor, ...]) -> Tensor:
         """(block6, block5, block4, block3) -> H (B, K, T)."""
-        block6, block5, block4, block3 = hidden
-        assert block6.shape[-1] >= 2, "CNN14 psi needs >= 64 mel bands (block 6 >= 2 bins)"
-        h = self._merge(self.convt1(block6), self.convt2(block5))  # (B, w, 25, 5)
-        h = self._merge(self.convt3(h), self.convt4(block4))  # (B, w, 53, 18)
-        h = self._merge(self.convt5(h), self.convt6(block3))  # (B, w/2, 105, 37)
-        h = F.relu(self.convt7(h))  # (B, w/4, 212, 65)
-        h = F.relu(self.convt8(h))  # (B, w/8, 425, 128)
-        h = F.relu(self.convt9(h))  # (B, K, 431, 513)
+        assert hidden[0].shape[-1] >= 2, "CNN14 psi needs >= 64 mel bands (block 6 >= 2 bins)"
+        h = F.relu(super().forward(hidden))  # (B, K, 431, 513)
         return F.relu(h.mean(dim=-1))
 
 
@@ -284,7 +247,7 @@ class L2I(Interpreter):
         prediction); each clip's mask depends on that clip alone (with psi in eval mode)."""
         activations = self.activations(classifier_out, features.magnitude.shape[1])
         relevance = self.relevance(activations, resolve_target(classifier_out, target))
-        return self.component_mask(activations, relevance > self.config.relevance_th)
+        return self.component_mask(activations, relevance > self.config.relevance_threshold)
 
     def loss(
         self,
@@ -298,7 +261,9 @@ class L2I(Interpreter):
         computed on the mixture: L2I has no source-level target."""
         activations = self.activations(classifier_out, features.magnitude.shape[1])
         reconstruction = self.nmf.decode(activations)  # (B, T, F)
-        soft_target = (classifier_out.logits.detach() / self.config.classifier_temp).softmax(-1)
+        soft_target = (classifier_out.logits.detach() / self.config.classifier_temperature).softmax(
+            -1
+        )
         return {
             "loss/rec": self.config.alpha * F.mse_loss(reconstruction, features.log_magnitude),
             "loss/fid": F.cross_entropy(self.theta(activations), soft_target),

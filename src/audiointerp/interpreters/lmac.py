@@ -9,10 +9,10 @@ path (log1p-mel for CNN14, log1p for conv2d), with gradients reaching only the d
 
 Decoders:
 
-* CNN14: the reference's ``CNN14PSI_stft`` topology (``convt1..convt9`` over block6,
-  block5, block4, block3; 236.7 M parameters at ``width`` 1, i.e. dim 2048). For a 431 x
-  80 log-mel input it produces 425 x 513; the skip sums crop/zero-pad the upsampled path
-  to the skip's size so other input sizes work too.
+* CNN14: the reference's ``CNN14PSI_stft``, a
+  :class:`~audiointerp.interpreters.decoders.Cnn14Decoder` with one output map
+  (236.7 M parameters at ``width`` 1, i.e. dim 2048); 425 x 513 for a 431 x 80 log-mel
+  input.
 * conv2d: four ConvTranspose2d(k4, s2, p1) layers that mirror the encoder's four strided
   convolutions, each given the encoder's size at that level as ``output_size``, so the
   mask comes out at exactly (T, F) (431 x 513 from the 26 x 32 map).
@@ -25,32 +25,33 @@ instead drops the input's trailing 6 frames). The sigmoid is applied after fitti
 
 Differences from the reference, each with a switch where numbers are compared:
 
-* The L1 term is ``reg_w_l1 * mean|m|``; the reference sums a batch mean over the batch,
+* The L1 term is ``l1_weight * mean|m|``; the reference sums a batch mean over the batch,
   so its effective weight grows with the batch size (0.4 x 16 = 6.4 at its B = 16). Our
-  default ``reg_w_l1`` is that effective 6.4, whatever the batch size; ``reg_w_l1: 0.4``
+  default ``l1_weight`` is that effective 6.4, whatever the batch size; ``l1_weight: 0.4``
   with ``reference_l1_batch_scaling`` reproduces the reference exactly. (0.4 without the
   scaling is 16x weaker than what the reference trained with: masks saturate at 1.)
 * TV is the mean squared difference between neighbouring frames plus that between
   neighbouring bins (the reference's sum / 2B depends on the clip size and batch size;
   its weight is 0 in the reference config anyway).
 * ``mask_domain`` defaults to ``linear`` (mask * |X|); ``log1p`` is the reference's.
-* Guidance on mixtures (``g_w`` > 0, with the trainer's ``mixing``): on a mixture whose
-  predicted class is one of its sources, BCE between the mask and the bins where that
-  source is loud (log1p > ``bin_th`` x max, as the reference's binarised clean clip) *and*
-  dominant; L1/TV are not applied to those examples, as in the reference. The reference
-  gates the term by the cross-correlation of the mask-in spectrum with the clean clip
-  (``crosscor_th``) because its contamination is unlabelled noise; our mixtures have
-  labelled sources, so the gate is "the prediction is one of the sources" instead. It
-  trains from the start rather than as a separate fine-tuning run.
-* ``detail_channels`` > 0 adds a full-resolution
-  :class:`~audiointerp.interpreters.refine.DetailRefiner` after the decoder (not in the
-  reference).
+* Guidance on mixtures (``guidance_weight`` > 0, with the trainer's ``mixing``): on a
+  mixture whose predicted class is one of its sources, BCE between the mask and the bins
+  where that source is loud (log1p > ``loud_threshold`` x max, as the reference's binarised
+  clean clip) *and* dominant; L1/TV are not applied to those examples, as in the
+  reference. The reference gates the term by the cross-correlation of the mask-in
+  spectrum with the clean clip (``crosscor_th``) because its contamination is unlabelled
+  noise; our mixtures have labelled sources, so the gate is "the prediction is one of the
+  sources" instead. It trains from the start rather than as a separate fine-tuning run.
+* ``class_conditional`` (not in the reference) conditions the decoder on the explained
+  class (:class:`~audiointerp.interpreters.decoders.ClassFiLM`). Without it the mask
+  explains the predicted class only, and another ``target`` is refused
+  (:meth:`~audiointerp.interpreters.base.Interpreter.check_target`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -58,8 +59,14 @@ from torch import Tensor, nn
 
 from audiointerp.config import ConfigError, from_dict, to_dict
 from audiointerp.features import Features, MaskDomain, apply_mask, fit_frames
-from audiointerp.interpreters.base import Guidance, Interpreter, guided_bce, resolve_target
-from audiointerp.interpreters.refine import ClassFiLM, DetailRefiner
+from audiointerp.interpreters.base import (
+    Capabilities,
+    Guidance,
+    Interpreter,
+    guided_bce,
+    resolve_target,
+)
+from audiointerp.interpreters.decoders import ClassFiLM, Cnn14Decoder
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.cnn14 import Cnn14Classifier
@@ -78,89 +85,46 @@ class LMACConfig:
         width: decoder channels as a multiple of the reference (CNN14: 2048 ... 256;
             conv2d: 256 ... 64).
         mask_domain: ``linear`` (mask * |X|) or ``log1p`` (reference parity).
-        l_in_w: weight of the mask-in cross-entropy.
-        l_out_w: weight of the (negated) mask-out cross-entropy.
-        reg_w_l1: weight of mean |mask| (6.4: the reference's 0.4 x its batch size 16).
-        reg_w_tv: weight of the total variation of the mask.
+        mask_in_weight: weight of the mask-in cross-entropy (the reference's ``l_in_w``).
+        mask_out_weight: weight of the (negated) mask-out cross-entropy (``l_out_w``).
+        l1_weight: weight of mean |mask| (6.4: the reference's ``reg_w_l1`` 0.4 x its batch
+            size 16).
+        tv_weight: weight of the total variation of the mask (``reg_w_tv``).
         reference_l1_batch_scaling: multiply the L1 term by the batch size, as the
             reference does.
-        g_w: weight of the guidance BCE on mixtures (the reference's fine-tuning: 4).
-        bin_th: loudness threshold of the guidance target (the reference's 0.35).
+        guidance_weight: weight of the guidance BCE on mixtures (the reference's ``g_w``;
+            its fine-tuning: 4).
+        loud_threshold: loudness threshold of the guidance target (the reference's
+            ``bin_th``, 0.35).
         loud_weight: extra weight of the guidance BCE averaged over the input's loud bins
             (:func:`~audiointerp.interpreters.base.guided_bce`); 0 in the reference.
-        detail_channels: width of the full-resolution refiner; 0 = none (the reference).
         class_conditional: condition the decoder on the explained class (a learned
             per-class scale and shift of each hidden map, starting at identity), so a
             class other than the prediction can be explained; the reference has no
-            conditioning (False), and its mask ignores the target.
+            conditioning (False), and then only the prediction can be explained.
     """
 
     width: float = 1.0
     mask_domain: MaskDomain = "linear"
-    l_in_w: float = 4.0
-    l_out_w: float = 0.2
-    reg_w_l1: float = 6.4
-    reg_w_tv: float = 0.0
+    mask_in_weight: float = field(default=4.0, metadata={"aliases": ("l_in_w",)})
+    mask_out_weight: float = field(default=0.2, metadata={"aliases": ("l_out_w",)})
+    l1_weight: float = field(default=6.4, metadata={"aliases": ("reg_w_l1",)})
+    tv_weight: float = field(default=0.0, metadata={"aliases": ("reg_w_tv",)})
     reference_l1_batch_scaling: bool = False
-    g_w: float = 0.0
-    bin_th: float = 0.35
+    guidance_weight: float = field(default=0.0, metadata={"aliases": ("g_w",)})
+    loud_threshold: float = field(default=0.35, metadata={"aliases": ("bin_th",)})
     loud_weight: float = 0.0
-    detail_channels: int = 0
     class_conditional: bool = False
+    # removed (measured not to help, docs/experiments.md); older checkpoints hold it off
+    retired_keys: ClassVar[dict[str, Any]] = {"detail_channels": 0}
 
     def __post_init__(self) -> None:
-        if self.detail_channels < 0:
-            raise ValueError(f"detail_channels must be >= 0, got {self.detail_channels}")
         if self.width <= 0:
             raise ValueError(f"width must be > 0, got {self.width}")
 
 
 def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
-
-
-def _fit2d(x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
-    """Crop or zero-pad the last two axes of (B, C, H, W) to ``size`` (at the end)."""
-    return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
-
-
-class Cnn14MaskDecoder(nn.Module):
-    """The reference's ``CNN14PSI_stft``: CNN14 block outputs -> mask logits (B, T', F').
-
-    Args:
-        in_channels: channels of (block6, block5, block4, block3).
-        dim: decoder width (reference 2048); layers use dim, dim/2, dim/4, dim/8.
-    """
-
-    def __init__(self, in_channels: tuple[int, int, int, int], dim: int):
-        super().__init__()
-        c6, c5, c4, c3 = in_channels
-        d1, d2, d4, d8 = dim, max(1, dim // 2), max(1, dim // 4), max(1, dim // 8)
-        self.convt1 = nn.ConvTranspose2d(c6, d1, 3, (2, 4), 1)
-        self.convt2 = nn.ConvTranspose2d(c5, d1, 3, (2, 4), 1)
-        self.convt3 = nn.ConvTranspose2d(d1, d1, (7, 4), (2, 4), 1)
-        self.convt4 = nn.ConvTranspose2d(c4, d1, (5, 4), (2, 4), 1)
-        self.convt5 = nn.ConvTranspose2d(d1, d2, (3, 5), (2, 2), 1)
-        self.convt6 = nn.ConvTranspose2d(c3, d2, (3, 3), (2, 4), 1)
-        self.convt7 = nn.ConvTranspose2d(d2, d4, (4, 3), (2, 2), (0, 5))
-        self.convt8 = nn.ConvTranspose2d(d4, d8, (3, 4), (2, 2), (0, 2))
-        self.convt9 = nn.ConvTranspose2d(d8, 1, (1, 5), (1, 4), 0)
-
-    def forward(self, hidden: tuple[Tensor, ...]) -> Tensor:
-        """(block6, block5, block4, block3) -> (B, T', F') logits; 425 x 513 for 431 x 80."""
-        block6, block5, block4, block3 = hidden
-        h = F.relu(self.convt1(block6))  # (B, d, 25, 5)
-        skip = F.relu(self.convt2(block5))
-        h = _fit2d(h, skip.shape[-2:]) + skip
-        h = F.relu(self.convt3(h))  # (B, d, 53, 18)
-        skip = F.relu(self.convt4(block4))
-        h = _fit2d(h, skip.shape[-2:]) + skip
-        h = F.relu(self.convt5(h))  # (B, d/2, 105, 37)
-        skip = F.relu(self.convt6(block3))
-        h = _fit2d(h, skip.shape[-2:]) + skip
-        h = F.relu(self.convt7(h))  # (B, d/4, 212, 65)
-        h = self.convt8(h)  # (B, d/8, 425, 128); no ReLU here, as in the reference
-        return self.convt9(h).squeeze(1)  # (B, 425, 513)
 
 
 class Conv2dMaskDecoder(nn.Module):
@@ -212,11 +176,14 @@ class LMAC(Interpreter):
     """Decoder over the classifier's hidden maps -> sigmoid mask (B, T, F) on |X|.
 
     Unconditioned (the reference), the mask explains the decision encoded in the hidden
-    maps (the predicted class) and ``target`` does not change it; with
-    ``class_conditional`` the decoder reads the maps conditioned on ``target``.
+    maps, so only the predicted class can be explained (another ``target`` is refused);
+    with ``class_conditional`` the decoder reads the maps conditioned on ``target``.
     """
 
     config_class = LMACConfig
+    capabilities = Capabilities(  # the default config's; an instance follows its config
+        any_target=False, batched=True, needs_gradients=False, needs_training=True
+    )
 
     def __init__(self, config: LMACConfig, classifier: Classifier):
         super().__init__()
@@ -226,7 +193,7 @@ class LMAC(Interpreter):
             blocks = [getattr(classifier.encoder, f"conv_block{i}") for i in (6, 5, 4, 3)]
             channels = tuple(block.conv2.out_channels for block in blocks)
             dim = _scaled(CNN14_DECODER_DIM, config.width)
-            self.decoder: nn.Module = Cnn14MaskDecoder(channels, dim)
+            self.decoder: nn.Module = Cnn14Decoder(channels, dim, 1, 1, relu_before_last=False)
         elif isinstance(classifier, Conv2dClassifier):
             channels = (classifier.encoder.conv1.out_channels,)
             self.decoder = Conv2dMaskDecoder(channels[0], _scaled(CONV2D_DECODER_DIM, config.width))
@@ -235,12 +202,12 @@ class LMAC(Interpreter):
                 f"interpreter lmac: no decoder for classifier {type(classifier).__name__}; "
                 "supported: conv2d, cnn14"
             )
-        n_classes = classifier.n_classes
-        self.refiner = (
-            DetailRefiner(config.detail_channels, n_classes) if config.detail_channels else None
-        )
+        self.class_names = list(classifier.class_names)
         self.learns_targets = config.class_conditional
-        self.condition = ClassFiLM(n_classes, channels) if config.class_conditional else None
+        self.capabilities = replace(LMAC.capabilities, any_target=config.class_conditional)
+        self.condition = (
+            ClassFiLM(classifier.n_classes, channels) if config.class_conditional else None
+        )
 
     @classmethod
     def from_config(cls, config: dict[str, Any], classifier: Classifier) -> LMAC:
@@ -261,16 +228,27 @@ class LMAC(Interpreter):
         if isinstance(self.decoder, Conv2dMaskDecoder):
             logits = self.decoder(hidden, frames, bins)
         else:
-            logits = self.decoder(hidden)
-        logits = fit_mask_logits(logits, frames, bins)
-        if self.refiner is not None:
-            logits = self.refiner(logits, features.log_magnitude, classes)
-        return logits
+            logits = self.decoder(hidden).squeeze(1)  # (B, T', F')
+        return fit_mask_logits(logits, frames, bins)
+
+    def target_refusal(self, predicted: int, requested: int) -> str:
+        return (
+            f"{self.registry_name} explains only the predicted class "
+            f"('{self.class_names[predicted]}'); it was trained without "
+            f"interpreter.class_conditional=true, so it cannot explain "
+            f"'{self.class_names[requested]}'"
+        )
 
     def forward(
         self, features: Features, classifier_out: ClassifierOutput, target: Tensor | None = None
     ) -> Tensor:
-        """Sigmoid mask (B, T, F) in [0, 1] over the input's linear magnitude."""
+        """Sigmoid mask (B, T, F) in [0, 1] over the input's linear magnitude.
+
+        Raises:
+            UnsupportedTargetError: ``target`` is not the prediction and the decoder is not
+                class-conditional.
+        """
+        self.check_target(target, classifier_out.prediction)
         classes = resolve_target(classifier_out, target)
         return torch.sigmoid(self.mask_logits(features, classifier_out, classes))
 
@@ -302,7 +280,7 @@ class LMAC(Interpreter):
             ]
         )
         logits_in, logits_out = classifier(masked).logits.chunk(2)  # one pass for both
-        guide = guidance is not None and cfg.g_w > 0
+        guide = guidance is not None and cfg.guidance_weight > 0
         guided = (
             guidance.guided.to(mask.dtype)
             if guide
@@ -313,12 +291,14 @@ class LMAC(Interpreter):
         if cfg.reference_l1_batch_scaling:
             l1 = l1 * mask.shape[0]
         terms = {
-            "loss/in": cfg.l_in_w * F.cross_entropy(logits_in, predicted),
-            "loss/out": -cfg.l_out_w * F.cross_entropy(logits_out, predicted),
-            "loss/l1": cfg.reg_w_l1 * l1,
-            "loss/tv": cfg.reg_w_tv * total_variation(mask, regularised),
+            "loss/in": cfg.mask_in_weight * F.cross_entropy(logits_in, predicted),
+            "loss/out": -cfg.mask_out_weight * F.cross_entropy(logits_out, predicted),
+            "loss/l1": cfg.l1_weight * l1,
+            "loss/tv": cfg.tv_weight * total_variation(mask, regularised),
         }
         if guide:
-            bce = guided_bce(logits, guidance, features.log_magnitude, cfg.bin_th, cfg.loud_weight)
-            terms["loss/guide"] = cfg.g_w * (bce * guided).mean()
+            bce = guided_bce(
+                logits, guidance, features.log_magnitude, cfg.loud_threshold, cfg.loud_weight
+            )
+            terms["loss/guide"] = cfg.guidance_weight * (bce * guided).mean()
         return terms

@@ -4,7 +4,7 @@ The frozen conv2d classifier's hidden map goes through an adapter and a down-sam
 conv, is quantized with the codebook keys that belong to the explained class (nearest
 neighbour, straight-through gradient), and a transposed-conv decoder turns the codes into
 a sigmoid mask over the input STFT. Training teaches the decoder to reconstruct the
-input's energy mask (log1p|X| > mask_th * max); the class-partitioned codebook is the
+input's energy mask (log1p|X| > loud_threshold * max); the class-partitioned codebook is the
 bottleneck that makes the mask class-specific.
 
 Parameter names and shapes follow SpeechBrain's ``VectorQuantizedPSI_Audio`` so the
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -37,14 +38,14 @@ from audiointerp.checkpoints import (
     save_checkpoint,
 )
 from audiointerp.config import ConfigError, from_dict
-from audiointerp.features import Features, MaskDomain, apply_mask, fit_frames
+from audiointerp.features import Features, MaskDomain, fit_frames
 from audiointerp.interpreters.base import Guidance, Interpreter, guided_bce, resolve_target
-from audiointerp.interpreters.refine import DetailRefiner
+from audiointerp.interpreters.decoders import upsampling_stack, xavier_init
 from audiointerp.interpreters.registry import register
 from audiointerp.models import classifier_checkpoint, load_classifier
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.conv2d import Conv2dClassifier, ResBlock
-from audiointerp.models.speechbrain import import_conv2d
+from audiointerp.models.speechbrain import INTERFACE_NORMALIZATION, import_conv2d
 
 PSI_FILE = "psi_model.ckpt"
 
@@ -57,17 +58,14 @@ class PIQConfig:
         dim: channels of the psi network. None: the classifier's width (the adapter reads
             the classifier's map directly, so the two must agree).
         n_keys: codebook size K, split among the classes (the reference's ``K``).
-        mask_th: the reconstruction target is log1p|X| > mask_th * its per-clip max.
-        rec_weight, vq_weight, commit_weight: loss weights (the reference uses 1, 1, 1).
+        loud_threshold: the reconstruction target is log1p|X| > loud_threshold * its
+            per-clip max (the reference's ``mask_th``).
+        reconstruction_weight, vq_weight, commit_weight: loss weights (the reference uses 1, 1, 1).
         reseed_dead_codes: at each epoch end, re-initialise the codes of a class that no
             example of that class used, from recent encoder outputs of that class.
         reservoir_size: encoder output vectors kept per class for re-seeding.
         mask_domain: ``log1p`` applies the mask to log1p|X| (the reference), ``linear``
             to |X| (see :func:`audiointerp.features.apply_mask`).
-        detail_channels: > 0 adds a :class:`~audiointerp.interpreters.refine.DetailRefiner`
-            of that width after the decoder (not in the reference: 0).
-        in_weight: weight of a mask-in cross-entropy (the classifier on the masked input
-            should keep its prediction, as in L-MAC); 0 in the reference.
         loud_weight: extra weight of the reconstruction BCE averaged over the input's
             loud bins (:func:`~audiointerp.interpreters.base.guided_bce`); 0 in the
             reference.
@@ -75,24 +73,22 @@ class PIQConfig:
 
     dim: int | None = None
     n_keys: int = 1024
-    mask_th: float = 0.35
-    rec_weight: float = 1.0
+    loud_threshold: float = field(default=0.35, metadata={"aliases": ("mask_th",)})
+    reconstruction_weight: float = field(default=1.0, metadata={"aliases": ("rec_weight",)})
     vq_weight: float = 1.0
     commit_weight: float = 1.0
     reseed_dead_codes: bool = False
     reservoir_size: int = 64
     mask_domain: MaskDomain = "log1p"
-    detail_channels: int = 0
-    in_weight: float = 0.0
     loud_weight: float = 0.0
+    # removed (measured not to help, docs/experiments.md); older checkpoints hold them off
+    retired_keys: ClassVar[dict[str, Any]] = {"detail_channels": 0, "in_weight": 0.0}
 
     def __post_init__(self) -> None:
-        if self.detail_channels < 0:
-            raise ValueError(f"detail_channels must be >= 0, got {self.detail_channels}")
         if self.dim is not None and self.dim < 1:
             raise ValueError(f"dim must be positive, got {self.dim}")
-        if not 0.0 <= self.mask_th < 1.0:
-            raise ValueError(f"mask_th must lie in [0, 1), got {self.mask_th}")
+        if not 0.0 <= self.loud_threshold < 1.0:
+            raise ValueError(f"loud_threshold must lie in [0, 1), got {self.loud_threshold}")
         if self.reservoir_size < 1:
             raise ValueError(f"reservoir_size must be positive, got {self.reservoir_size}")
 
@@ -193,18 +189,6 @@ class CodebookUsage:
         }
 
 
-def _decoder(dim: int) -> nn.Sequential:
-    """Four ConvTranspose2d(+ReLU+BN) stages doubling both axes, then a k12 conv to 1 map.
-
-    Indices match the reference: convs at 0, 3, 6, 9, 12; BatchNorms at 2, 5, 8, 11.
-    """
-    layers: list[nn.Module] = []
-    for kernel in (3, 4, 4, 4):
-        layers += [nn.ConvTranspose2d(dim, dim, kernel, 2, 1), nn.ReLU(), nn.BatchNorm2d(dim)]
-    layers.append(nn.ConvTranspose2d(dim, 1, 12, 1, 1))
-    return nn.Sequential(*layers)
-
-
 def _classifier_width(classifier: Classifier) -> int:
     """Channels of the conv2d classifier's hidden map (PIQ's adapter input)."""
     if not isinstance(classifier, Conv2dClassifier):
@@ -235,14 +219,9 @@ class PIQ(Interpreter):
         self.down = nn.Conv2d(dim, dim, 4, 2, 1)
         self.codebook = ClassPartitionedCodebook(config.n_keys, dim, n_classes)
         self.up = nn.ConvTranspose2d(dim, dim, 4, 2, 1)
-        self.decoder = _decoder(dim)
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        self.refiner = (
-            DetailRefiner(config.detail_channels, n_classes) if config.detail_channels else None
-        )
+        self.decoder = nn.Sequential(*upsampling_stack(dim, dim))
+        for module in self.modules():  # pre-order (not .apply): the seeded init stays as it was
+            xavier_init(module)
         reservoir = config.reservoir_size if config.reseed_dead_codes else 0
         self.register_buffer("code_hits", torch.zeros(config.n_keys), persistent=False)
         self.register_buffer("reservoir", torch.zeros(n_classes, reservoir, dim), persistent=False)
@@ -281,7 +260,7 @@ class PIQ(Interpreter):
         """Codes (B, D, H, W) -> mask logits (B, T_dec, F_dec); 13x16 -> 417x513."""
         return self.decoder(self.up(codes)).squeeze(1)
 
-    def mask_logits(self, features: Features, codes: Tensor, classes: Tensor) -> tuple[Tensor, int]:
+    def mask_logits(self, features: Features, codes: Tensor) -> tuple[Tensor, int]:
         """Logits (B, T, F) fitted to the input, and the decoder's own frame count.
 
         The reference decoder stops at 417 of 431 frames; repeating its last frame keeps
@@ -291,8 +270,6 @@ class PIQ(Interpreter):
         frames, bins = features.magnitude.shape[1:]
         logits = fit_frames(decoded, frames, mode="edge")
         logits = fit_frames(logits.transpose(1, 2), bins, mode="edge").transpose(1, 2)
-        if self.refiner is not None:
-            logits = self.refiner(logits, features.log_magnitude, classes)
         return logits, decoded.shape[1]
 
     def forward(
@@ -301,7 +278,7 @@ class PIQ(Interpreter):
         """Mask (B, T, F) in [0, 1] explaining class ``target`` (default: the prediction)."""
         classes = resolve_target(classifier_out, target)
         quantized = self.quantize(self.encode(classifier_out.hidden[0]), classes)
-        return torch.sigmoid(self.mask_logits(features, quantized.codes, classes)[0])
+        return torch.sigmoid(self.mask_logits(features, quantized.codes)[0])
 
     # --- training ---------------------------------------------------------------------
 
@@ -312,11 +289,10 @@ class PIQ(Interpreter):
         classifier: Classifier,
         guidance: Guidance | None = None,
     ) -> dict[str, Tensor]:
-        """rec: BCE(mask, target); vq: ||sg(h) - z_q||^2; commit: ||h - sg(z_q)||^2; and,
-        with ``in_weight``, the classifier's cross-entropy on the masked-in input.
+        """rec: BCE(mask, target); vq: ||sg(h) - z_q||^2; commit: ||h - sg(z_q)||^2.
 
         The class is ``guidance.classes`` (default: the prediction). The target is
-        :meth:`Guidance.target_mask` at ``mask_th``: on a clean clip the reference's energy
+        :meth:`Guidance.target_mask` at ``loud_threshold``: on a clean clip the reference's energy
         mask, on a mixture the bins where that class's source is loud and dominant. It is
         compared over the decoder's own frames (the first 417 for a 5-s clip), with the
         threshold taken per clip over those frames, as the reference does.
@@ -325,30 +301,24 @@ class PIQ(Interpreter):
         classes = guidance.classes
         h = self.encode(classifier_out.hidden[0])
         quantized = self.quantize(h, classes)
-        logits, decoded_frames = self.mask_logits(features, quantized.codes, classes)
+        logits, decoded_frames = self.mask_logits(features, quantized.codes)
         frames = min(decoded_frames, logits.shape[1])
         guidance = guidance.crop(frames, logits.shape[2])
         if self.training:
             self._record_usage(quantized.indices, classes, h.detach())
         cfg = self.config
-        terms = {
-            "loss/rec": cfg.rec_weight
+        return {
+            "loss/rec": cfg.reconstruction_weight
             * guided_bce(
                 logits[:, :frames],
                 guidance,
                 features.log_magnitude[:, :frames],
-                cfg.mask_th,
+                cfg.loud_threshold,
                 cfg.loud_weight,
             ).mean(),
             "loss/vq": cfg.vq_weight * F.mse_loss(quantized.code_vectors, h.detach()),
             "loss/commit": cfg.commit_weight * F.mse_loss(h, quantized.code_vectors.detach()),
         }
-        if cfg.in_weight > 0:
-            masked = apply_mask(
-                torch.sigmoid(logits), features.magnitude.detach(), self.mask_domain
-            )
-            terms["loss/in"] = cfg.in_weight * F.cross_entropy(classifier(masked).logits, classes)
-        return terms
 
     # --- codebook usage and dead-code re-seeding ---------------------------------------
 
@@ -425,13 +395,20 @@ class PIQ(Interpreter):
 # --- import of the reference's psi_model.ckpt ---------------------------------------------
 
 
-def import_piq(src_dir: str | Path, out_dir: str | Path) -> Path:
+def import_piq(
+    src_dir: str | Path,
+    out_dir: str | Path,
+    class_names: Sequence[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
     """Import SpeechBrain's PIQ-ESC50 (psi + conv2d classifier) as one checkpoint folder.
 
     ``src_dir`` holds ``psi_model.ckpt``, ``embedding_modelft.ckpt`` and
     ``classifier.ckpt`` under their published names. The folder written to ``out_dir``
-    has tensors ``classifier.*`` and ``interpreter.*`` and explains in the ``log1p``
-    domain, exactly as the reference.
+    has tensors ``classifier.*`` and ``interpreter.*``, explains in the ``log1p`` domain
+    and records ``normalization: none`` (the input as loaded), exactly as SpeechBrain's
+    ``PIQAudioInterpreter.interpret_file``. ``class_names`` default to the reference
+    order; ``meta`` adds entries to meta.json (e.g. where the files came from).
 
     Raises:
         CheckpointError: missing/extra/wrong-shape keys (named), or a codebook with fewer
@@ -446,7 +423,7 @@ def import_piq(src_dir: str | Path, out_dir: str | Path) -> Path:
     n_keys, dim = psi_state["codebook.embedding.weight"].shape
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent) as staging:
-        classifier_dir = import_conv2d(src_dir, Path(staging) / "classifier")
+        classifier_dir = import_conv2d(src_dir, Path(staging) / "classifier", class_names)
         classifier, classifier_config = load_classifier(classifier_dir)
         provenance = load_checkpoint(classifier_dir).meta.get("imported_from", {})
     width = _classifier_width(classifier)
@@ -462,8 +439,9 @@ def import_piq(src_dir: str | Path, out_dir: str | Path) -> Path:
     interpreter = PIQ(PIQConfig(dim=dim, n_keys=n_keys, mask_domain="log1p"), classifier.n_classes)
     check_keys(str(psi_path), psi_state, {k: v.shape for k, v in interpreter.state_dict().items()})
     interpreter.load_state_dict(psi_state, strict=True)
-    tensors, config, meta = classifier_checkpoint(classifier, classifier_config)
+    tensors, config, base_meta = classifier_checkpoint(classifier, classifier_config)
     tensors.update(prefixed("interpreter", interpreter.state_dict()))
     config["interpreter"] = {"name": "piq", **interpreter.config_dict()}
-    meta["imported_from"] = {**provenance, "interpreter_file": PSI_FILE}
-    return save_checkpoint(out_dir, tensors, config, meta)
+    base_meta["imported_from"] = {**provenance, "interpreter_file": PSI_FILE}
+    base_meta["normalization"] = INTERFACE_NORMALIZATION
+    return save_checkpoint(out_dir, tensors, config, {**base_meta, **(meta or {})})

@@ -13,7 +13,7 @@ mask-in / mask-out are :func:`audiointerp.features.apply_mask` with ``mask`` / `
 * SPS = Gini index of |mask|                        (higher: sparser)
 * COMP = entropy of |mask| / sum |mask|, nats       (lower: simpler)
 
-``reference_compatible=True`` reproduces the SpeechBrain recipe's formulas (REFERENCE.md
+``reference_compatible=True`` reproduces the SpeechBrain recipe's formulas (docs/reference.md
 pitfalls 2, 3 and 9): AD on softmax(probabilities) with +1e-10; SPS/COMP as quantus 0.5.3
 (mask / batch max, +1e-7 before the Gini index, one value per batch); and, for L2I
 (``method`` starting with "l2i"), Fid-In against class 0.

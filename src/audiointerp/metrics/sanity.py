@@ -21,13 +21,9 @@ import torch
 from scipy.stats import rankdata
 from torch import Tensor
 
+from audiointerp.explain import explain
 from audiointerp.interpreters.base import Interpreter
-from audiointerp.metrics.separation import (
-    ExplainerLike,
-    evaluate_mixtures,
-    explain,
-    explainer_parts,
-)
+from audiointerp.metrics.separation import evaluate_mixtures
 from audiointerp.models.base import Classifier
 
 SANITY_THRESHOLD = 0.5
@@ -84,7 +80,8 @@ def spearman(first: Tensor, second: Tensor) -> Tensor:
 
 
 def sanity_check(
-    explainer: ExplainerLike,
+    classifier: Classifier,
+    interpreter: Interpreter,
     waveforms: Tensor,
     mixtures: Sequence[dict] | None = None,
     threshold: float = SANITY_THRESHOLD,
@@ -95,7 +92,8 @@ def sanity_check(
     """Compare masks (and mixture SI-SNRi) of the classifier and of a randomised copy.
 
     Args:
-        explainer: an Explainer, or (classifier, interpreter[, extractor]).
+        classifier: the explained classifier (left untouched: a copy is randomised).
+        interpreter: its interpreter.
         waveforms: (B, N) clips whose masks (for the predicted class) are compared.
         mixtures: optional mixture items; adds SI-SNRi before/after and the drop.
         threshold: ``sanity_passed`` iff the mean rank correlation is below it.
@@ -105,15 +103,15 @@ def sanity_check(
         {"rank_correlation", "sanity_passed", "threshold"} and, with mixtures,
         {"si_snri", "si_snri_randomized", "si_snri_drop"}.
     """
-    classifier, interpreter, extractor = explainer_parts(explainer)
     random_classifier = randomize_weights(classifier, seed)
     random_interpreter = bind_interpreter(interpreter, classifier, random_classifier)
-    randomized = (random_classifier, random_interpreter, extractor)
     correlations = []
     for start in range(0, len(waveforms), batch_size):
         batch = waveforms[start : start + batch_size]
-        original = explain(explainer, batch).mask
-        correlations.append(spearman(original, explain(randomized, batch).mask))
+        original = explain(classifier, interpreter, batch)
+        # the copy's feature extractor is the original's: share the STFT
+        randomized = explain(random_classifier, random_interpreter, original.features)
+        correlations.append(spearman(original.mask, randomized.mask))
     correlation = float(torch.cat(correlations).mean())
     result: dict[str, Any] = {
         "rank_correlation": correlation,
@@ -123,7 +121,9 @@ def sanity_check(
     if mixtures:
         before = si_snri_before
         if before is None:
-            before = evaluate_mixtures(explainer, mixtures, batch_size).summary()["si_snri"]
-        after = evaluate_mixtures(randomized, mixtures, batch_size).summary()["si_snri"]
+            scores = evaluate_mixtures(classifier, interpreter, mixtures, batch_size)
+            before = scores.summary()["si_snri"]
+        scores = evaluate_mixtures(random_classifier, random_interpreter, mixtures, batch_size)
+        after = scores.summary()["si_snri"]
         result.update(si_snri=before, si_snri_randomized=after, si_snri_drop=before - after)
     return result

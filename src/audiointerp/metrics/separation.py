@@ -15,81 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from audiointerp.features import FeatureExtractor, Features, apply_mask
+from audiointerp.explain import explain_targets
+from audiointerp.features import FeatureExtractor, apply_mask
 from audiointerp.interpreters.base import Interpreter
-from audiointerp.models.base import Classifier, ClassifierOutput
+from audiointerp.models.base import Classifier
 
 SI_SNR_EPS = 1e-8
-
-
-class HasParts(Protocol):
-    """What an Explainer offers: its classifier and interpreter."""
-
-    classifier: Classifier
-    interpreter: Interpreter
-
-
-ExplainerLike = HasParts | tuple  # (classifier, interpreter[, extractor])
-
-
-@dataclass
-class Explanation:
-    """One batch explained: input features, classifier output, mask and waveforms."""
-
-    features: Features
-    classifier_out: ClassifierOutput
-    mask: Tensor  # (B, T, F) in [0, 1]
-    explanation: Tensor  # (B, N) mask-in waveform
-    removed: Tensor  # (B, N) mask-out waveform
-
-
-def explainer_parts(explainer: ExplainerLike) -> tuple[Classifier, Interpreter, FeatureExtractor]:
-    """(classifier, interpreter, extractor) of an Explainer or a 2/3-tuple."""
-    if isinstance(explainer, tuple):
-        assert len(explainer) in (2, 3), "expected (classifier, interpreter[, extractor])"
-        classifier, interpreter = explainer[0], explainer[1]
-        extractor = explainer[2] if len(explainer) == 3 else classifier.feature_extractor
-        return classifier, interpreter, extractor
-    classifier = explainer.classifier
-    return classifier, explainer.interpreter, classifier.feature_extractor
-
-
-def explain_targets(
-    explainer: ExplainerLike, waveforms: Tensor, targets: Sequence[Tensor | None]
-) -> list[Explanation]:
-    """Explain ``waveforms`` (B, N) once per entry of ``targets`` ((B,) classes, or None for
-    the predicted class), sharing one STFT and one classifier pass.
-
-    Methods with nothing to learn may differentiate the classifier (saliency-style), so
-    their mask is computed with gradients enabled, as in training's validation.
-    """
-    classifier, interpreter, extractor = explainer_parts(explainer)
-    with torch.no_grad():
-        features = extractor(waveforms)
-        classifier_out = classifier(features.magnitude)
-    domain, magnitude = interpreter.mask_domain, features.magnitude
-    explanations = []
-    for target in targets:
-        with torch.set_grad_enabled(not interpreter.trainable):
-            mask = interpreter(features, classifier_out, target).detach()
-        with torch.no_grad():
-            explanation = extractor.synthesize(apply_mask(mask, magnitude, domain), features)
-            removed = extractor.synthesize(apply_mask(1.0 - mask, magnitude, domain), features)
-        explanations.append(Explanation(features, classifier_out, mask, explanation, removed))
-    return explanations
-
-
-def explain(
-    explainer: ExplainerLike, waveforms: Tensor, target: Tensor | None = None
-) -> Explanation:
-    """Explain ``waveforms`` (B, N) for ``target`` (B,) (None: the predicted class)."""
-    return explain_targets(explainer, waveforms, [target])[0]
 
 
 def si_snr(estimate: Tensor, reference: Tensor) -> Tensor:
@@ -193,26 +130,31 @@ def _source_scores(estimates: Tensor, mixture: Tensor, sources: Tensor) -> tuple
 
 
 def evaluate_mixtures(
-    explainer: ExplainerLike, mixtures: Sequence[dict], batch_size: int = 4
+    classifier: Classifier,
+    interpreter: Interpreter,
+    mixtures: Sequence[dict],
+    batch_size: int = 4,
 ) -> MixtureEvaluation:
     """Explain each source's class (and the prediction) on every mixture and score it.
 
     Args:
-        explainer: an Explainer, or (classifier, interpreter[, extractor]).
+        classifier: the explained classifier.
+        interpreter: its interpreter.
         mixtures: items {"mixture" (N,), "sources" (K, N), "labels" (K,)} whose mixture is
             the sum of its sources (``data.mixtures.MixtureDataset``).
         batch_size: mixtures per forward pass.
     """
     assert len(mixtures) > 0, "no mixtures to evaluate"
-    _, _, extractor = explainer_parts(explainer)
+    extractor = classifier.feature_extractor
     scores: dict[str, list[Tensor]] = {k: [] for k in ("snr", "snri", "osnr", "osnri", "pred")}
     for batch in tqdm(_batches(mixtures, batch_size), desc="mixtures", disable=None):
         mixture, sources, labels = batch["mixture"], batch["sources"], batch["labels"]
         n_sources = sources.shape[1]
-        *per_source, predicted = explain_targets(
-            explainer, mixture, [labels[:, k] for k in range(n_sources)] + [None]
-        )
-        estimates = torch.stack([explained.explanation for explained in per_source], 1)
+        # a method that explains only the prediction is scored on its one mask per source
+        per_class = interpreter.capabilities.any_target
+        targets = [labels[:, k] if per_class else None for k in range(n_sources)]
+        *per_source, predicted = explain_targets(classifier, interpreter, mixture, targets + [None])
+        estimates = torch.stack([explained.waveform for explained in per_source], 1)
         for prefix, candidates in (
             ("", estimates),
             ("o", oracle_separation(extractor, mixture, sources)),
@@ -224,7 +166,7 @@ def evaluate_mixtures(
         matches = labels == prediction[:, None]  # (B, K)
         which = matches.float().argmax(1)
         reference = sources[torch.arange(len(which)), which]
-        predicted_snri = si_snri(predicted.explanation, mixture, reference)
+        predicted_snri = si_snri(predicted.waveform, mixture, reference)
         scores["pred"].append(torch.where(matches.any(1), predicted_snri, math.nan))
     return MixtureEvaluation(
         si_snr=torch.cat(scores["snr"]),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from audiointerp.checkpoints import (
+    Checkpoint,
     CheckpointError,
     check_keys,
     load_checkpoint,
@@ -113,7 +114,13 @@ def load_classifier(folder: str | os.PathLike) -> tuple[Classifier, ClassifierCo
 
     Loading is strict: every tensor must be present with its shape, and none extra.
     """
-    checkpoint = load_checkpoint(folder)
+    return classifier_from_checkpoint(load_checkpoint(folder), folder)
+
+
+def classifier_from_checkpoint(
+    checkpoint: Checkpoint, folder: str | os.PathLike
+) -> tuple[Classifier, ClassifierConfig]:
+    """:func:`load_classifier` on a checkpoint already read (``folder`` names it in errors)."""
     section = checkpoint.config.get(CHECKPOINT_PREFIX)
     if not isinstance(section, dict):
         raise CheckpointError(f"{folder}: config.yaml has no '{CHECKPOINT_PREFIX}' section")
@@ -141,6 +148,7 @@ __all__ = [
     "Conv2dClassifier",
     "build_classifier",
     "classifier_checkpoint",
+    "classifier_from_checkpoint",
     "load_classifier",
     "save_classifier",
 ]

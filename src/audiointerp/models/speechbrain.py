@@ -16,7 +16,9 @@ Sources (HuggingFace):
 
 from __future__ import annotations
 
+import ast
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,10 @@ from audiointerp.models.cnn14 import REFERENCE_CHANNELS
 CONV2D_ENCODER_FILES = ("embedding_modelft.ckpt", "embedding_model.ckpt")
 CNN14_ENCODER_FILE = "embedding_model.ckpt"
 HEAD_FILE = "classifier.ckpt"
+LABEL_ENCODER_FILE = "label_encoder.txt"
+# SpeechBrain's PIQAudioInterpreter.interpret_file explains the waveform as loaded (at
+# 16 kHz, not normalised): imported PIQ-ESC50 models default to the same.
+INTERFACE_NORMALIZATION = "none"
 
 
 def _source_dir(src_dir: str | os.PathLike) -> Path:
@@ -54,13 +60,53 @@ def _load_strict(module: nn.Module, state: dict[str, Tensor], path: Path) -> Non
     module.load_state_dict(state, strict=True)
 
 
-def _check_classes(n_classes: int, path: Path) -> list[str]:
-    if n_classes != len(ESC50_REFERENCE_CLASSES):
+def _check_classes(
+    n_classes: int, path: Path, class_names: Sequence[str] | None = None
+) -> list[str]:
+    """``class_names`` (default: the reference's ESC-50 order) if the head has that many."""
+    names = list(ESC50_REFERENCE_CLASSES if class_names is None else class_names)
+    if n_classes != len(names):
+        given = "the reference ESC-50 classifiers have" if class_names is None else "given:"
         raise CheckpointError(
-            f"{path}: head has {n_classes} classes; the reference ESC-50 classifiers have "
-            f"{len(ESC50_REFERENCE_CLASSES)} (class names could not be assigned)"
+            f"{path}: head has {n_classes} classes; {given} {len(names)} class names "
+            "(class names could not be assigned)"
         )
-    return list(ESC50_REFERENCE_CLASSES)
+    return names
+
+
+def read_label_encoder(path: str | os.PathLike) -> list[str]:
+    """Class names by index from a SpeechBrain ``CategoricalEncoder`` text file.
+
+    The format is one ``'name' => index`` line per class, then a ``====`` line and
+    encoder settings (``'starting_index' => 0``); names are Python literals.
+
+    Raises:
+        CheckpointError: not such a file, or indices that are not 0..C-1 once each.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable label encoder ({error})") from error
+    names: dict[int, str] = {}
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("="):
+            break
+        if not line.strip():
+            continue
+        label, arrow, index = line.rpartition(" => ")
+        try:
+            name, position = ast.literal_eval(label), int(index)
+        except (ValueError, SyntaxError):
+            name, position = None, -1
+        if not arrow or not isinstance(name, str) or position in names:
+            raise CheckpointError(
+                f"{path}: line {number} is not a new \"'name' => index\" entry: {line[:60]!r}"
+            )
+        names[position] = name
+    if not names or sorted(names) != list(range(len(names))):
+        raise CheckpointError(f"{path}: label indices are not 0..C-1 (not a label encoder?)")
+    return [names[index] for index in range(len(names))]
 
 
 def _provenance(repo: str, src: Path, encoder: Path, head: Path) -> dict[str, Any]:
@@ -74,13 +120,18 @@ def _provenance(repo: str, src: Path, encoder: Path, head: Path) -> dict[str, An
     }
 
 
-def import_conv2d(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+def import_conv2d(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+) -> Path:
     """speechbrain/PIQ-ESC50 conv2d encoder + cosine head -> our checkpoint at ``out_dir``.
 
     The encoder is ``embedding_modelft.ckpt``, or ``embedding_model.ckpt`` when the
     fine-tuned file is absent (the choice is recorded in meta ``imported_from``).
     ``dim``, ``lin_neurons`` come from the shapes; ``logit_scale`` is 1.0 (raw cosines,
-    as the reference), features the reference defaults, classes the reference order.
+    as the reference), features the reference defaults, classes ``class_names`` (default
+    the reference order). Meta ``normalization`` is "none", as SpeechBrain's interface.
     """
     src = _source_dir(src_dir)
     candidates = [src / name for name in CONV2D_ENCODER_FILES]
@@ -97,10 +148,11 @@ def import_conv2d(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Pat
     config = ClassifierConfig(
         name="conv2d", dim=dim, lin_neurons=lin_neurons, logit_scale=1.0, features=FeatureConfig()
     )
-    classifier = build_classifier(config, _check_classes(n_classes, head_file))
+    classifier = build_classifier(config, _check_classes(n_classes, head_file, class_names))
     _load_strict(classifier.encoder, encoder_state, encoder_file)
     _load_strict(classifier.head, head_state, head_file)
     meta = _provenance("speechbrain/PIQ-ESC50", src, encoder_file, head_file)
+    meta["normalization"] = INTERFACE_NORMALIZATION
     return save_classifier(out_dir, classifier, config, meta)
 
 

@@ -1,5 +1,5 @@
-"""Static HTML report of an evaluation run (``audiointerp report RUN_DIR``)."""
+"""Static HTML report of an evaluation run (``audiointerp report RUN_DIR``):
+:func:`audiointerp.report.html.build_report`; pictures in :mod:`audiointerp.report.figures`.
 
-from audiointerp.report.html import build_report
-
-__all__ = ["build_report"]
+Nothing is imported here, so the pictures load without the evaluation.
+"""

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-import torch
 from tqdm import tqdm
 
 from audiointerp.evaluation import (
@@ -29,9 +28,8 @@ from audiointerp.evaluation import (
     METRICS_JSON,
     metric_ranks,
 )
-from audiointerp.features import apply_mask
 from audiointerp.io import replace_folder
-from audiointerp.report.figures import mask_png, spectrogram_png
+from audiointerp.report.figures import explanation_pngs
 
 REPORT_DIR = "report"
 SUMMARY_COLUMNS = {
@@ -158,22 +156,13 @@ def _render_example(entry: dict[str, Any], examples_dir: Path, staging: Path, ke
         audio[name] = f"audio/{key}/{filename}"
     mask = np.load(source / entry["mask"]).astype(np.float32)  # (T, F)
     magnitude = np.load(source / entry["magnitude"]).astype(np.float32)
-    domain = entry["mask_domain"]
-    mask_t, magnitude_t = torch.from_numpy(mask)[None], torch.from_numpy(magnitude)[None]
-    kept = apply_mask(mask_t, magnitude_t, domain)[0].numpy()
-    removed = apply_mask(1.0 - mask_t, magnitude_t, domain)[0].numpy()
     rate = int(entry["sample_rate"])
     seconds = sf.info(str(source / files["input"])).frames / rate
-    max_khz, vmax = rate / 2000.0, float(np.log1p(magnitude).max()) or 1.0
+    pictures = explanation_pngs(magnitude, mask, entry["mask_domain"], seconds, rate / 2000.0)
     images = {}
-    for name, values in (("input", magnitude), ("explanation", kept), ("removed", removed)):
-        path = f"img/{key}_{name}.png"
-        (staging / path).write_bytes(spectrogram_png(values, name, seconds, max_khz, vmax))
-        images[name] = path
-    images["mask"] = f"img/{key}_mask.png"
-    (staging / images["mask"]).write_bytes(
-        mask_png(mask, f"mask ({domain} domain)", seconds, max_khz)
-    )
+    for name, png in pictures.items():
+        images[name] = f"img/{key}_{name}.png"
+        (staging / images[name]).write_bytes(png)
     panels = [
         _figure("input", audio["input"], images["input"], "input spectrogram"),
         _figure(

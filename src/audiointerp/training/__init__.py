@@ -1,6 +1,7 @@
 """One training loop (``loop.Trainer``) and what it trains (``tasks``).
 
-The recipe runner (``training.recipe``) sits above evaluation and is imported on its own.
+The recipes (``training.recipes``: the ``audiointerp train`` entry point) sit above
+evaluation and are imported on their own.
 """
 
 from audiointerp.training.loop import FitResult, Task, TrainConfig, Trainer, evaluate

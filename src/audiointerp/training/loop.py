@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -40,34 +40,74 @@ STATE_FILE = "state.pt"
 
 
 @dataclass
+class CyclicSchedule:
+    """Triangular cycle between ``base_lr`` and ``max_lr``, ``step_size`` train batches per
+    half cycle, stepped per train batch; it sets Adam's rate, so ``train.lr`` is unused."""
+
+    name: Literal["cyclic"] = "cyclic"
+    base_lr: float = 2e-6
+    max_lr: float = 2e-5
+    step_size: int = 65000
+
+
+@dataclass
+class PlateauSchedule:
+    """``train.lr`` times ``factor`` when ``select_metric`` has not improved for ``patience``
+    epochs, not before epoch ``start_epoch``, down to ``min_lr``."""
+
+    name: Literal["plateau"] = "plateau"
+    factor: float = 0.5
+    patience: int = 3
+    start_epoch: int = 0
+    min_lr: float = 1e-8
+
+
+@dataclass
+class NoSchedule:
+    """A constant ``train.lr``."""
+
+    name: Literal["none"] = "none"
+
+
+Schedule = CyclicSchedule | PlateauSchedule | NoSchedule
+
+
+@dataclass
 class TrainConfig:
     """Optimisation settings shared by every recipe.
 
-    ``lr`` is Adam's rate for ``plateau``/``none``; ``cyclic`` moves it between ``base_lr``
-    and ``max_lr`` (triangular, ``step_size`` train batches per half cycle). ``plateau``
-    multiplies it by ``plateau_factor`` when ``select_metric`` has not improved for
-    ``plateau_patience`` epochs, not before epoch ``plateau_start_epoch``, down to ``min_lr``.
-    ``select_metric`` is a validation statistic (a key of the task's ``validation_step``).
+    ``scheduler`` is a tagged section (``{name: cyclic|plateau|none, ...}``). ``lr`` is Adam's
+    rate for ``plateau``/``none`` (required there) and must be absent with ``cyclic``, whose
+    range sets the rate. ``select_metric`` is a validation statistic (a key of the task's
+    ``validation_step``).
     """
 
     epochs: int = 200
     batch_size: int = 32
-    lr: float = 2e-5
+    lr: float | None = None
     weight_decay: float = 2e-6
     grad_clip: float = 5.0  # max gradient norm; 0 disables clipping
-    scheduler: Literal["cyclic", "plateau", "none"] = "cyclic"
-    base_lr: float = 2e-6
-    max_lr: float = 2e-5
-    step_size: int = 65000
-    plateau_factor: float = 0.5
-    plateau_patience: int = 3
-    plateau_start_epoch: int = 0
-    min_lr: float = 1e-8
+    scheduler: Schedule = field(default_factory=CyclicSchedule)
     seed: int = 1234
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = 0
     select_metric: str = "accuracy"
     select_mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        cyclic = isinstance(self.scheduler, CyclicSchedule)
+        if cyclic and self.lr is not None:
+            raise ValueError("lr is unused with scheduler cyclic (base_lr..max_lr set the rate)")
+        if not cyclic and self.lr is None:
+            raise ValueError(f"lr is required with scheduler {self.scheduler.name}")
+
+    @property
+    def initial_lr(self) -> float:
+        """Adam's starting rate: ``lr``, or the cyclic schedule's ``base_lr``."""
+        if isinstance(self.scheduler, CyclicSchedule):
+            return self.scheduler.base_lr
+        assert self.lr is not None
+        return self.lr
 
 
 class Task(Protocol):
@@ -160,28 +200,28 @@ class Trainer:
         self.parameters = [p for p in task.model.parameters() if p.requires_grad]
         assert self.parameters, "the task's model has no trainable parameters"
         self.optimizer = torch.optim.Adam(
-            self.parameters, lr=config.lr, weight_decay=config.weight_decay
+            self.parameters, lr=config.initial_lr, weight_decay=config.weight_decay
         )
         self.scheduler = self._build_scheduler()
 
     def _build_scheduler(self) -> Any:
-        cfg = self.config
-        if cfg.scheduler == "cyclic":
+        schedule = self.config.scheduler
+        if isinstance(schedule, CyclicSchedule):
             return torch.optim.lr_scheduler.CyclicLR(
                 self.optimizer,
-                base_lr=cfg.base_lr,
-                max_lr=cfg.max_lr,
-                step_size_up=cfg.step_size,
+                base_lr=schedule.base_lr,
+                max_lr=schedule.max_lr,
+                step_size_up=schedule.step_size,
                 mode="triangular",
                 cycle_momentum=False,
             )
-        if cfg.scheduler == "plateau":
+        if isinstance(schedule, PlateauSchedule):
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
                 self.optimizer,
-                mode=cfg.select_mode,
-                factor=cfg.plateau_factor,
-                patience=cfg.plateau_patience,
-                min_lr=cfg.min_lr,
+                mode=self.config.select_mode,
+                factor=schedule.factor,
+                patience=schedule.patience,
+                min_lr=schedule.min_lr,
             )
         return None
 
@@ -236,7 +276,8 @@ class Trainer:
                     f"statistic (available: {', '.join(sorted(valid_stats))})"
                 )
             value = valid_stats[cfg.select_metric]
-            if cfg.scheduler == "plateau" and epoch >= cfg.plateau_start_epoch:
+            schedule = cfg.scheduler
+            if isinstance(schedule, PlateauSchedule) and epoch >= schedule.start_epoch:
                 self.scheduler.step(value)
             if best_epoch == 0 or self._better(value, best_value):
                 best_epoch, best_value = epoch, value
@@ -269,7 +310,7 @@ class Trainer:
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(self.parameters, cfg.grad_clip)
             self.optimizer.step()
-            if cfg.scheduler == "cyclic":
+            if isinstance(cfg.scheduler, CyclicSchedule):
                 self.scheduler.step()  # per train batch (the reference also stepped on valid)
             size = batch_size_of(batch)
             count += size

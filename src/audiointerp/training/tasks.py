@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from audiointerp.checkpoints import prefixed
 from audiointerp.data.mixtures import MixedBatch, MixingConfig, mix_batch
+from audiointerp.explain import interpret
 from audiointerp.features import Features
 from audiointerp.interpreters.base import Guidance, Interpreter
 from audiointerp.metrics.faithfulness import faithfulness_metrics
@@ -171,7 +172,7 @@ class InterpreterTask:
             method=self.interpreter.registry_name,
             probabilities=classifier_out.probabilities,
         )
-        if self.interpreter.trainable:
+        if self.interpreter.capabilities.needs_training:
             terms = self.interpreter.loss(features, classifier_out, self.classifier)
             metrics |= {"loss": torch.stack(list(terms.values())).sum(), **terms}
         return metrics
@@ -181,13 +182,8 @@ class InterpreterTask:
         return self.interpreter.end_epoch()
 
     def explain(self, features: Features, classifier_out: ClassifierOutput) -> Tensor:
-        """The interpreter's mask (B, T, F) for the predicted class.
-
-        Methods with nothing to learn may differentiate the classifier (saliency-style),
-        so they run with gradients enabled even inside an evaluation's ``no_grad``.
-        """
-        with torch.set_grad_enabled(not self.interpreter.trainable):
-            return self.interpreter(features, classifier_out).detach()
+        """The interpreter's mask (B, T, F) for the predicted class (:func:`interpret`)."""
+        return interpret(self.interpreter, features, classifier_out)
 
     def checkpoint(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
         """Self-contained folder: ``classifier.*`` and ``interpreter.*`` tensors, both configs."""

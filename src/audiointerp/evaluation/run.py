@@ -1,0 +1,296 @@
+"""Running the evaluation: every method on the test clips and the mixtures.
+
+For each model folder (a trained interpreter, or a classifier alone) we evaluate its
+interpreter and, always, the ``energy`` negative control on the same classifier. The
+methods named in :attr:`EvalConfig.methods` (gradient baselines, the ``random`` and
+``ones`` bounds) are built on the first folder's classifier and evaluated the same way:
+
+* faithfulness (AI, AD, AG, FF, fid_in, SPS, COMP) and classifier accuracy on the test folds;
+* SI-SNR(i) on two-class mixtures of the test folds, beside the ideal-ratio-mask oracle;
+* the model-randomisation sanity check;
+* explanation clips/s (STFT, classifier, mask, synthesis).
+
+Each row names the classifier it explained (``classifier_id``, a hash of its tensors), and
+``metrics.json["ranking"]`` orders the compared methods on every metric, best first.
+This is the one module of the package that loads explainers and runs the explain step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from audiointerp.data.esc50 import ESC50Dataset
+from audiointerp.data.mixtures import MixtureDataset, make_mixtures
+from audiointerp.evaluation.files import Example, StagedExamples, json_safe, write_metrics
+from audiointerp.evaluation.methods import (
+    BOUND_METHODS,
+    CONTROL_METHODS,
+    EvalConfig,
+    Method,
+    build_methods,
+    classifier_id,
+    default_output_folder,
+)
+from audiointerp.evaluation.table import format_table, rank_methods
+from audiointerp.explain import Explanation, explain
+from audiointerp.interpreters.controls import EnergyControl
+from audiointerp.metrics.faithfulness import METRIC_NAMES, faithfulness_metrics
+from audiointerp.metrics.sanity import sanity_check
+from audiointerp.metrics.separation import evaluate_mixtures
+from audiointerp.pretrained import load_model
+
+
+def load_methods(model_dir: str | os.PathLike) -> list[Method]:
+    """The folder's interpreter (if it has one) and the ``energy`` control on its classifier."""
+    model = load_model(model_dir)
+    classifier_name = model.classifier_config.name
+    settings = (model.folder, model.clip_seconds, model.normalization, classifier_name)
+    methods = []
+    if model.interpreter is not None:
+        name = f"{model.interpreter.registry_name}_{classifier_name}"
+        methods.append(Method(name, model.classifier, model.interpreter, *settings))
+    methods.append(
+        Method(f"energy_{classifier_name}", model.classifier, EnergyControl(), *settings)
+    )
+    return methods
+
+
+def load_test_clips(
+    data_folder: str | os.PathLike, method: Method, config: EvalConfig
+) -> tuple[Tensor, Tensor, list[str]]:
+    """(waveforms (n, N), labels (n,), ids) of the test folds, prepared as in training."""
+    dataset = ESC50Dataset(
+        data_folder,
+        config.test_folds,
+        sample_rate=method.classifier.feature_config.sample_rate,
+        class_names=method.classifier.class_names,
+        normalization=method.normalization,  # type: ignore[arg-type]
+        duration_s=method.clip_seconds,
+        preload=False,
+    )
+    count = len(dataset) if config.max_clips is None else min(config.max_clips, len(dataset))
+    items = [dataset[i] for i in range(count)]
+    if not items:
+        raise FileNotFoundError(f"{data_folder}: no clips in folds {list(config.test_folds)}")
+    waveforms = torch.stack([waveform for waveform, _, _ in items])
+    labels = torch.tensor([label for _, label, _ in items])
+    return waveforms, labels, [clip_id for _, _, clip_id in items]
+
+
+def load_mixture_items(manifest: Path, method: Method, config: EvalConfig) -> list[dict]:
+    """Mixture items cropped to the model's clip length and scaled to a mixture peak of 1.
+
+    The same factor scales the sources, so mixture == sum of sources still holds.
+    """
+    rate = method.classifier.feature_config.sample_rate
+    dataset = MixtureDataset(manifest, method.classifier.class_names, rate)
+    count = len(dataset) if config.max_mixtures is None else min(config.max_mixtures, len(dataset))
+    n_samples = round(method.clip_seconds * rate)
+    items = []
+    for i in range(count):
+        item = dataset[i]
+        mixture, sources = item["mixture"][:n_samples], item["sources"][:, :n_samples]
+        if len(mixture) < n_samples:
+            pad = n_samples - len(mixture)
+            mixture = torch.nn.functional.pad(mixture, (0, pad))
+            sources = torch.nn.functional.pad(sources, (0, pad))
+        peak = float(mixture.abs().max()) or 1.0
+        items.append({**item, "mixture": mixture / peak, "sources": sources / peak})
+    return items
+
+
+def evaluate_method(
+    method: Method,
+    clips: tuple[Tensor, Tensor, list[str]],
+    mixtures: list[dict],
+    config: EvalConfig,
+    reference_compatible: bool = False,
+) -> tuple[dict[str, Any], list[Example]]:
+    """Metrics of one method and the examples of its first ``n_examples`` clips."""
+    waveforms, labels, _ = clips
+    parts = (method.classifier, method.interpreter)
+    per_example: dict[str, list[Tensor]] = {name: [] for name in METRIC_NAMES}
+    correct, seconds, examples = 0, 0.0, []
+    for start in tqdm(
+        range(0, len(waveforms), config.batch_size), desc=f"{method.name} clips", disable=None
+    ):
+        batch = waveforms[start : start + config.batch_size]
+        began = time.perf_counter()
+        explained = explain(*parts, batch)
+        seconds += time.perf_counter() - began
+        metrics = faithfulness_metrics(
+            method.classifier,
+            explained.features,
+            explained.mask,
+            method.interpreter.mask_domain,
+            reference_compatible=reference_compatible,
+            method=method.interpreter.registry_name,
+            probabilities=explained.classifier_out.probabilities,
+        )
+        for name, values in metrics.items():
+            per_example[name].append(values)
+        prediction = explained.classifier_out.prediction.cpu()
+        correct += int((prediction == labels[start : start + len(batch)]).sum())
+        if len(examples) < config.n_examples:
+            examples += _examples(explained)
+    row: dict[str, Any] = {
+        name: _nanmean(torch.cat(values)) for name, values in per_example.items()
+    }
+    row |= {
+        "classifier_accuracy": correct / len(waveforms),
+        "clips_per_s": len(waveforms) / seconds if seconds > 0 else math.nan,
+        "n_clips": len(waveforms),
+        "interpreter": method.interpreter.registry_name,
+        "classifier": method.classifier_name,
+        "mask_domain": method.interpreter.mask_domain,
+        "control": method.interpreter.registry_name in CONTROL_METHODS,
+        "bound": method.interpreter.registry_name in BOUND_METHODS,
+        "model_dir": str(method.model_dir),
+    }
+    si_snri_before = None
+    if mixtures:
+        summary = evaluate_mixtures(*parts, mixtures, config.batch_size).summary()
+        si_snri_before = summary["si_snri"]
+        row |= summary
+    sanity_mixtures = mixtures[: config.sanity_clips]
+    sanity = sanity_check(
+        *parts,
+        waveforms[: config.sanity_clips],
+        sanity_mixtures,
+        threshold=config.sanity_threshold,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        si_snri_before=si_snri_before if len(sanity_mixtures) == len(mixtures) else None,
+    )
+    row |= {
+        "sanity_passed": sanity["sanity_passed"],
+        "sanity_rank_correlation": sanity["rank_correlation"],
+        "sanity_threshold": sanity["threshold"],
+    }
+    if "si_snri_drop" in sanity:
+        row |= {
+            "sanity_si_snri_randomized": sanity["si_snri_randomized"],
+            "sanity_si_snri_drop": sanity["si_snri_drop"],
+        }
+    return row, examples[: config.n_examples]
+
+
+def explain_mixture_examples(method: Method, mixtures: list[dict]) -> list[Example]:
+    """One example per mixture item, the mixtures explained in one batch."""
+    if not mixtures:
+        return []
+    mixture = torch.stack([item["mixture"] for item in mixtures])
+    return _examples(explain(method.classifier, method.interpreter, mixture))
+
+
+def _examples(explained: Explanation) -> list[Example]:
+    """A batch's explanation cut into one :class:`Example` per input."""
+    return [
+        Example(
+            explained.waveform[i],
+            explained.removed[i],
+            explained.mask[i],
+            explained.features.magnitude[i],
+            explained.classifier_out.probabilities[i],
+        )
+        for i in range(len(explained.mask))
+    ]
+
+
+def _nanmean(values: Tensor) -> float:
+    finite = values[~torch.isnan(values)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
+def evaluate(
+    model_dirs: Sequence[str | os.PathLike],
+    data_folder: str | os.PathLike,
+    mixtures: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    reference_compatible: bool = False,
+    config: EvalConfig | None = None,
+) -> dict[str, Any]:
+    """Evaluate every model folder; write metrics.json, metrics.csv and examples/ into ``out``.
+
+    Args:
+        model_dirs: checkpoint folders or run folders (holding ``model/``).
+        data_folder: an ESC-50-layout folder; its test folds are explained.
+        mixtures: a ``make_mixtures`` folder or manifest; None creates ``out/mixtures``
+            from the test folds.
+        out: output folder; None = the first model's run folder.
+        reference_compatible: faithfulness with the reference recipe's formulas.
+
+    Methods are named ``<interpreter>_<classifier>``; when two folders give the same name
+    (e.g. both add ``energy_conv2d``), the first folder's is evaluated. ``config.methods``
+    are built on the first folder's classifier and evaluated after the folders' own.
+
+    Returns:
+        The metrics.json mapping: {"methods": {name: {...}}, "oracle": {...}, ...}.
+    """
+    assert model_dirs, "no model folder to evaluate"
+    config = config or EvalConfig()
+    out = Path(out) if out is not None else default_output_folder(model_dirs[0])
+    methods: dict[str, Method] = {}
+    for model_dir in model_dirs:
+        for method in load_methods(model_dir):
+            methods.setdefault(method.name, method)
+    first = next(iter(methods.values()))
+    for method in build_methods(first, config.methods):
+        methods.setdefault(method.name, method)
+    if mixtures is None:
+        mixtures = make_mixtures(
+            data_folder,
+            out / "mixtures",
+            folds=config.test_folds,
+            n_mixtures=config.n_mixtures,
+            seed=config.seed,
+            sample_rate=first.classifier.feature_config.sample_rate,
+        )
+    manifest = Path(mixtures)
+    rows: dict[str, dict[str, Any]] = {}
+    inputs: dict[tuple, tuple[tuple[Tensor, Tensor, list[str]], list[dict]]] = {}
+    hashes: dict[int, str] = {}  # id(classifier) -> classifier_id
+    with StagedExamples(out) as staged:
+        for method in methods.values():
+            classifier = method.classifier
+            key = (classifier.feature_config.sample_rate, tuple(classifier.class_names),
+                   method.clip_seconds, method.normalization)  # fmt: skip
+            if key not in inputs:  # methods on one classifier share their inputs
+                inputs[key] = (
+                    load_test_clips(data_folder, method, config),
+                    load_mixture_items(manifest, method, config),
+                )
+            clips, mixture_items = inputs[key]
+            row, examples = evaluate_method(
+                method, clips, mixture_items, config, reference_compatible
+            )
+            if id(classifier) not in hashes:
+                hashes[id(classifier)] = classifier_id(classifier)
+            rows[method.name] = {"classifier_id": hashes[id(classifier)], **row}
+            chosen = mixture_items[: config.n_examples]
+            staged.save(method, clips, examples, chosen, explain_mixture_examples(method, chosen))
+    oracle_keys = ("oracle_si_snr", "oracle_si_snri", "n_mixtures")
+    first_row = rows[first.name]
+    result = {
+        "methods": rows,
+        "oracle": {key.removeprefix("oracle_"): first_row.get(key) for key in oracle_keys},
+        "mixture": {"si_snri": 0.0},
+        "reference_compatible": reference_compatible,
+        "data_folder": str(data_folder),
+        "mixtures": str(manifest),
+        "test_folds": list(config.test_folds),
+    }
+    result = json_safe(result)
+    result["ranking"] = rank_methods(result["methods"])
+    write_metrics(out, result)
+    print(format_table(result))
+    return result
