@@ -395,6 +395,7 @@ def test_stopping_cancels_the_running_job_at_its_next_window() -> None:
 
 def test_progress_counts_windows(models: dict[str, Explainer]) -> None:
     explainer = models["energy"]
+    explainer.window_batch = 1  # one step a window (a budgeted batch steps by the batch)
     audio = np.sin(np.arange(3 * RATE) / 7.0).astype(np.float32)  # 3 s: 12 half-second windows
     seen: list[tuple[int, int]] = []
     _explain_with_progress(explainer, audio, RATE, None, 3, lambda *step: seen.append(step))

@@ -104,8 +104,8 @@ class Explainer:
         self.window = round(window_seconds * self.sample_rate)
         self.overlap = overlap
         self.normalization = normalization
-        self.window_batch = window_batch
         self.memory_budget = memory_budget
+        self.window_batch = window_batch or self._budget_window_batch()
 
     @property
     def class_names(self) -> list[str]:
@@ -230,8 +230,6 @@ class Explainer:
         all_jobs = [(c, k) for c, state in enumerate(states) for k in range(len(state.plan.starts))]
         long_jobs = [(c, k) for c, k in all_jobs if len(states[c].plan.starts) > 1]
         with frozen(self.classifier), frozen(self.interpreter):
-            if self.window_batch is None:
-                self.window_batch = self._budget_window_batch() if len(all_jobs) > 1 else 1
             for chunk in _chunks(long_jobs, self.window_batch):
                 segments, _ = self._segments(clips, states, chunk)
                 _, output = classify(self.classifier, segments)
@@ -249,13 +247,15 @@ class Explainer:
         spectrogram-sized buffers: features, mask, masked spectra)."""
         device = self.extractor.window.device
         segment = torch.randn(1, self.window, generator=torch.Generator().manual_seed(0))
-        features, _ = classify(self.classifier, 0.1 * segment.to(device))
+        with frozen(self.classifier):
+            features, _ = classify(self.classifier, 0.1 * segment.to(device))
 
         def explain_one() -> None:
             interpret(self.interpreter, *classify(self.classifier, 0.1 * segment.to(device)))
 
         modules = torch.nn.ModuleList([self.classifier, self.interpreter])
-        per_window = peak_activation_bytes(explain_one, modules) + COLUMN_BUDGET_BYTES
+        with frozen(self.classifier), frozen(self.interpreter):  # no BatchNorm updates
+            per_window = peak_activation_bytes(explain_one, modules) + COLUMN_BUDGET_BYTES
         per_window += 10 * features.magnitude.numel() * features.magnitude.element_size()
         return max(1, min(most, self.memory_budget // per_window))
 
