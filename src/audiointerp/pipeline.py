@@ -16,6 +16,7 @@ the audio is resampled back to the input's rate and length. Writing files:
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -254,7 +255,8 @@ class Explainer:
             interpret(self.interpreter, *classify(self.classifier, 0.1 * segment.to(device)))
 
         modules = torch.nn.ModuleList([self.classifier, self.interpreter])
-        with frozen(self.classifier), frozen(self.interpreter):  # no BatchNorm updates
+        with frozen(self.classifier), frozen(self.interpreter), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a sizing run: its warnings come again in use
             per_window = peak_activation_bytes(explain_one, modules) + COLUMN_BUDGET_BYTES
         per_window += 10 * features.magnitude.numel() * features.magnitude.element_size()
         return max(1, min(most, self.memory_budget // per_window))
