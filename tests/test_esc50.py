@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 
 from audiointerp.cli import main
+from audiointerp.data.download import download_esc50, prepare_esc50
 from audiointerp.data.esc50 import (
     ESC50_REFERENCE_CLASSES,
     ClipMeta,
@@ -22,10 +23,8 @@ from audiointerp.data.esc50 import (
     ESC50Dataset,
     SplitConfig,
     class_names_from_metadata,
-    download_esc50,
     is_esc50_folder,
     make_splits,
-    prepare_esc50,
     read_metadata,
 )
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from audiointerp import __version__
 from audiointerp.checkpoints import load_checkpoint
-from audiointerp.data.esc50 import ESC50_URL, prepare_esc50
+from audiointerp.data.download import ESC50_URL, prepare_esc50
 from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
 from audiointerp.errors import USER_ERRORS, UserError

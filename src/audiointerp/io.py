@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from audiointerp.errors import AudioError
+from audiointerp.errors import AudioError, DataError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 NOT_AUDIO = "not an audio file soundfile can read"
@@ -191,3 +191,38 @@ def find_audio_files(root: str | os.PathLike) -> list[Path]:
     if root.is_file():
         return [root]
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+# ------------------------------------------------------------------- atomic folders
+
+
+def staging_folder(target: str | os.PathLike) -> Path:
+    """A fresh temporary folder beside ``target`` (same file system, so renames are atomic)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.", dir=target.parent))
+
+
+def publish_folder(staging: Path, target: str | os.PathLike, signature: str) -> Path:
+    """Rename a finished ``staging`` folder to ``target``, replacing an older one.
+
+    An existing ``target`` is replaced only when it is empty or holds ``signature`` (a file
+    this package writes), so a user's unrelated folder is never deleted.
+    """
+    target = Path(target)
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp made it 0700
+    if target.exists():
+        if not target.is_dir():
+            raise NotADirectoryError(f"{target}: not a directory")
+        if any(target.iterdir()) and not (target / signature).exists():
+            raise DataError(target, f"exists and is not ours (no {signature}); choose another")
+        retired = staging_folder(target)
+        os.replace(target, retired / "old")
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+    return target
+
+
+# ------------------------------------------------------------------------------ dataset

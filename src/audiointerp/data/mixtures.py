@@ -27,11 +27,9 @@ from audiointerp.data.esc50 import (
     ClipMeta,
     DataError,
     fit_length,
-    publish_folder,
     read_metadata,
-    staging_folder,
 )
-from audiointerp.io import load_audio, save_audio
+from audiointerp.io import load_audio, publish_folder, save_audio, staging_folder
 
 MANIFEST = "mixtures.csv"
 MANIFEST_COLUMNS = (

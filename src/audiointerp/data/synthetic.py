@@ -33,10 +33,9 @@ from audiointerp.data.esc50 import (
     CSV_COLUMNS,
     DataError,
     class_names_from_metadata,
-    publish_folder,
     read_metadata,
-    staging_folder,
 )
+from audiointerp.io import publish_folder, staging_folder
 
 PARAMS_FILE = "synthetic.json"
 GENERATOR_VERSION = 1  # bump when the sounds change, so cached sets are regenerated
