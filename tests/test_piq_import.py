@@ -136,7 +136,7 @@ def test_bad_psi_checkpoints_name_the_problem(tmp_path: Path, edit, message: str
     edit(psi)
     write_reference(tmp_path / "src", dim=8, n_keys=64, psi=psi)
     with pytest.raises(CheckpointError, match=message):
-        from audiointerp.interpreters.piq import import_piq
+        from audiointerp.interpreters.speechbrain import import_piq
 
         import_piq(tmp_path / "src", tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -214,7 +214,7 @@ def reference_explanation(wav: Tensor, states: dict[str, dict[str, Tensor]]) -> 
 
 def test_imported_model_explains_exactly_as_the_reference(tmp_path: Path) -> None:
     states = write_reference(tmp_path / "src", dim=8, n_keys=64)
-    from audiointerp.interpreters.piq import import_piq
+    from audiointerp.interpreters.speechbrain import import_piq
 
     import_piq(tmp_path / "src", tmp_path / "model")
     explainer = Explainer.from_pretrained(tmp_path / "model")
@@ -261,7 +261,7 @@ def test_imported_model_explains_a_file_as_speechbrains_interface(tmp_path: Path
     """Default settings of an imported model reproduce interpret_file's waveform; peak
     normalisation (our trained models' default) would not, the mask acting on log1p|X|."""
     states = write_reference(tmp_path / "src", dim=8, n_keys=64)
-    from audiointerp.interpreters.piq import import_piq
+    from audiointerp.interpreters.speechbrain import import_piq
 
     import_piq(tmp_path / "src", tmp_path / "model")
     assert load_checkpoint(tmp_path / "model").meta["normalization"] == "none"

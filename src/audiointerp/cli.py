@@ -24,7 +24,7 @@ from audiointerp.errors import USER_ERRORS, UserError
 from audiointerp.evaluation import BOUND_METHODS, EvalConfig, evaluate
 from audiointerp.hub import HUB_MODELS, pull
 from audiointerp.interpreters.nmf import import_nmf
-from audiointerp.interpreters.piq import import_piq
+from audiointerp.interpreters.speechbrain import import_piq
 from audiointerp.models.speechbrain import import_cnn14, import_conv2d
 from audiointerp.outputs import collect_inputs, explain_to_files
 from audiointerp.pipeline import Explainer

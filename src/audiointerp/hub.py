@@ -23,7 +23,7 @@ from typing import Any
 
 from audiointerp.checkpoints import CONFIG_FILE, META_FILE, WEIGHTS_FILE
 from audiointerp.errors import CheckpointError
-from audiointerp.interpreters.piq import PSI_FILE, import_piq
+from audiointerp.interpreters.speechbrain import PSI_FILE, import_piq
 from audiointerp.models.speechbrain import HEAD_FILE, LABEL_ENCODER_FILE, read_label_encoder
 
 DEFAULT_ENDPOINT = "https://huggingface.co"

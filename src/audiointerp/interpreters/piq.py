@@ -18,10 +18,7 @@ reference's mask and the explanation covers the whole input.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -29,25 +26,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiointerp.checkpoints import (
-    CheckpointError,
-    check_keys,
-    load_checkpoint,
-    load_torch_state_dict,
-    prefixed,
-    save_checkpoint,
-)
 from audiointerp.config import ConfigError, from_dict
 from audiointerp.features import Features, MaskDomain, fit_frames
 from audiointerp.interpreters.base import Guidance, Interpreter, guided_bce, resolve_target
 from audiointerp.interpreters.decoders import upsampling_stack, xavier_init
 from audiointerp.interpreters.registry import register
-from audiointerp.models import classifier_checkpoint, load_classifier
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.conv2d import Conv2dClassifier, ResBlock
-from audiointerp.models.speechbrain import INTERFACE_NORMALIZATION, import_conv2d
-
-PSI_FILE = "psi_model.ckpt"
 
 
 @dataclass
@@ -189,7 +174,7 @@ class CodebookUsage:
         }
 
 
-def _classifier_width(classifier: Classifier) -> int:
+def classifier_width(classifier: Classifier) -> int:
     """Channels of the conv2d classifier's hidden map (PIQ's adapter input)."""
     if not isinstance(classifier, Conv2dClassifier):
         raise ConfigError(f"PIQ explains the conv2d classifier; got {type(classifier).__name__}")
@@ -231,7 +216,7 @@ class PIQ(Interpreter):
     def from_config(cls, config: dict[str, Any], classifier: Classifier) -> PIQ:
         """Build for ``classifier`` from a plain mapping of :class:`PIQConfig` fields."""
         parsed = from_dict(PIQConfig, config, prefix="interpreter.")
-        width = _classifier_width(classifier)
+        width = classifier_width(classifier)
         if parsed.dim is not None and parsed.dim != width:
             raise ConfigError(
                 f"interpreter.dim: {parsed.dim} != the classifier's width {width} "
@@ -390,58 +375,3 @@ class PIQ(Interpreter):
             stats["codebook/reseeded"] = float(self.reseed_dead_codes(usage))
         self.code_hits.zero_()
         return stats
-
-
-# --- import of the reference's psi_model.ckpt ---------------------------------------------
-
-
-def import_piq(
-    src_dir: str | Path,
-    out_dir: str | Path,
-    class_names: Sequence[str] | None = None,
-    meta: Mapping[str, Any] | None = None,
-) -> Path:
-    """Import SpeechBrain's PIQ-ESC50 (psi + conv2d classifier) as one checkpoint folder.
-
-    ``src_dir`` holds ``psi_model.ckpt``, ``embedding_modelft.ckpt`` and
-    ``classifier.ckpt`` under their published names. The folder written to ``out_dir``
-    has tensors ``classifier.*`` and ``interpreter.*``, explains in the ``log1p`` domain
-    and records ``normalization: none`` (the input as loaded), exactly as SpeechBrain's
-    ``PIQAudioInterpreter.interpret_file``. ``class_names`` default to the reference
-    order; ``meta`` adds entries to meta.json (e.g. where the files came from).
-
-    Raises:
-        CheckpointError: missing/extra/wrong-shape keys (named), or a codebook with fewer
-            keys than the classifier has classes.
-        FileNotFoundError: ``src_dir`` or one of the classifier files is missing.
-    """
-    src_dir, out_dir = Path(src_dir), Path(out_dir)
-    psi_path = src_dir / PSI_FILE
-    psi_state = load_torch_state_dict(psi_path)
-    if "codebook.embedding.weight" not in psi_state:
-        raise CheckpointError(f"{psi_path}: missing keys: codebook.embedding.weight")
-    n_keys, dim = psi_state["codebook.embedding.weight"].shape
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent) as staging:
-        classifier_dir = import_conv2d(src_dir, Path(staging) / "classifier", class_names)
-        classifier, classifier_config = load_classifier(classifier_dir)
-        provenance = load_checkpoint(classifier_dir).meta.get("imported_from", {})
-    width = _classifier_width(classifier)
-    if dim != width:
-        raise CheckpointError(
-            f"{psi_path}: codebook.embedding.weight has dim {dim}, but the classifier's "
-            f"width is {width}"
-        )
-    try:
-        code_classes(n_keys, classifier.n_classes)
-    except ValueError as error:
-        raise CheckpointError(f"{psi_path}: codebook.embedding.weight: {error}") from error
-    interpreter = PIQ(PIQConfig(dim=dim, n_keys=n_keys, mask_domain="log1p"), classifier.n_classes)
-    check_keys(str(psi_path), psi_state, {k: v.shape for k, v in interpreter.state_dict().items()})
-    interpreter.load_state_dict(psi_state, strict=True)
-    tensors, config, base_meta = classifier_checkpoint(classifier, classifier_config)
-    tensors.update(prefixed("interpreter", interpreter.state_dict()))
-    config["interpreter"] = {"name": "piq", **interpreter.config_dict()}
-    base_meta["imported_from"] = {**provenance, "interpreter_file": PSI_FILE}
-    base_meta["normalization"] = INTERFACE_NORMALIZATION
-    return save_checkpoint(out_dir, tensors, config, {**base_meta, **(meta or {})})
