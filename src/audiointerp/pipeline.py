@@ -106,7 +106,20 @@ class Explainer:
         self.overlap = overlap
         self.normalization = normalization
         self.memory_budget = memory_budget
-        self.window_batch = window_batch or self._budget_window_batch()
+        self._window_batch = window_batch  # None: sized on first use (a forward pass)
+
+    @property
+    def window_batch(self) -> int:
+        """Windows explained together: as given, else sized from ``memory_budget`` by one
+        measured window, once, when audio of more than one window first needs it."""
+        if self._window_batch is None:
+            self._window_batch = self._budget_window_batch()
+        return self._window_batch
+
+    @window_batch.setter
+    def window_batch(self, value: int) -> None:
+        assert value > 0, value
+        self._window_batch = value
 
     @property
     def class_names(self) -> list[str]:
@@ -230,15 +243,16 @@ class Explainer:
         states = [self._new_state(len(clip)) for clip in clips]
         all_jobs = [(c, k) for c, state in enumerate(states) for k in range(len(state.plan.starts))]
         long_jobs = [(c, k) for c, k in all_jobs if len(states[c].plan.starts) > 1]
+        size = self.window_batch if len(all_jobs) > 1 else 1  # one window: nothing to size
         with frozen(self.classifier), frozen(self.interpreter):
-            for chunk in _chunks(long_jobs, self.window_batch):
+            for chunk in _chunks(long_jobs, size):
                 segments, _ = self._segments(clips, states, chunk)
                 _, output = classify(self.classifier, segments)
                 self._add_probabilities(states, chunk, output.probabilities)
             for state in states:
                 if state.windows_seen:
                     state.target = int(state.probability_sum.argmax()) if target is None else target
-            for chunk in _chunks(all_jobs, self.window_batch):
+            for chunk in _chunks(all_jobs, size):
                 self._explain_windows(clips, states, chunk, target)
         return [self._finish(state, top_k) for state in states]
 
@@ -248,17 +262,19 @@ class Explainer:
         spectrogram-sized buffers: features, mask, masked spectra)."""
         device = self.extractor.window.device
         segment = torch.randn(1, self.window, generator=torch.Generator().manual_seed(0))
-        with frozen(self.classifier):
-            features, _ = classify(self.classifier, 0.1 * segment.to(device))
+        spectrum_bytes = 0
 
         def explain_one() -> None:
-            interpret(self.interpreter, *classify(self.classifier, 0.1 * segment.to(device)))
+            nonlocal spectrum_bytes
+            features, output = classify(self.classifier, 0.1 * segment.to(device))
+            spectrum_bytes = features.magnitude.numel() * features.magnitude.element_size()
+            interpret(self.interpreter, features, output)
 
         modules = torch.nn.ModuleList([self.classifier, self.interpreter])
         with frozen(self.classifier), frozen(self.interpreter), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a sizing run: its warnings come again in use
             per_window = peak_activation_bytes(explain_one, modules) + COLUMN_BUDGET_BYTES
-        per_window += 10 * features.magnitude.numel() * features.magnitude.element_size()
+        per_window += 10 * spectrum_bytes
         return max(1, min(most, self.memory_budget // per_window))
 
     def _new_state(self, n_samples: int) -> _ClipState:

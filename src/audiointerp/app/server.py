@@ -376,12 +376,13 @@ def _explain_with_progress(
     n_samples = round(len(audio) * explainer.sample_rate / rate)
     plan = plan_windows(n_samples, explainer.window, explainer.hop_length, explainer.overlap)
     total, calls = len(plan.starts), 0
+    batch = explainer.window_batch if total > 1 else 1  # sized before the hook counts calls
     progress(0, total)
 
     def count(*_: Any) -> None:  # one interpreter call per batch of windows
         nonlocal calls
         calls += 1
-        progress(calls * explainer.window_batch, total)
+        progress(calls * batch, total)
 
     handle = explainer.interpreter.register_forward_hook(count)
     try:
