@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from audiointerp.checkpoints import prefixed
 from audiointerp.data.mixtures import MixedBatch, MixingConfig, mix_batch
-from audiointerp.explain import interpret
+from audiointerp.explain import classify, interpret
 from audiointerp.features import Features
 from audiointerp.interpreters.base import Guidance, Interpreter
 from audiointerp.metrics.faithfulness import faithfulness_metrics
@@ -107,9 +107,7 @@ class InterpreterTask:
     def inputs(self, waveform: Tensor) -> tuple[Features, ClassifierOutput]:
         """waveform (B, N) -> its features and the frozen classifier's output on them."""
         self.classifier.eval()  # in case the interpreter holds it as a submodule
-        features = self.classifier.feature_extractor(waveform)
-        with torch.no_grad():
-            return features, self.classifier(features.magnitude)
+        return classify(self.classifier, waveform)
 
     def training_step(self, batch: Batch) -> dict[str, Tensor]:
         waveform, labels, _ = batch

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import audiointerp.interpreters  # noqa: F401  (registers the interpreters)
-from audiointerp.checkpoints import CheckpointError, load_checkpoint
+from audiointerp.checkpoints import CheckpointError
 from audiointerp.config import ConfigError, find_config, from_dict, load_hparams, to_dict
 from audiointerp.data.mixtures import MixingConfig
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
 from audiointerp.io import write_text_atomic
 from audiointerp.models import load_classifier
+from audiointerp.pretrained import load_model
 from audiointerp.training import ddp
 from audiointerp.training.loop import evaluate, seed_everything
 from audiointerp.training.recipes.classifier import ClassifierRecipeConfig, train_classifier
@@ -147,13 +148,11 @@ def train_interpreter(config: Any, hparams_dir: Path) -> dict | None:
 
 
 def load_interpreter_task(model: Path, reference_compatible: bool) -> InterpreterTask:
-    """Rebuild the classifier and interpreter of a trained interpreter folder."""
-    classifier, classifier_config = load_classifier(model)
-    checkpoint = load_checkpoint(model)
-    settings = dict(checkpoint.config.get("interpreter") or {})
-    name = settings.pop("name", None)
-    if name not in INTERPRETERS:
-        raise CheckpointError(f"{model}: config.yaml names no known interpreter ({name!r})")
-    interpreter = build_interpreter(name, settings, classifier)
-    interpreter.load_state_dict(checkpoint.state_dict("interpreter"), strict=True)
-    return InterpreterTask(interpreter.eval(), classifier, classifier_config, reference_compatible)
+    """Rebuild the classifier and interpreter of a trained interpreter folder
+    (:func:`~audiointerp.pretrained.load_model`: the folder is read once, keys checked)."""
+    loaded = load_model(model)
+    if loaded.interpreter is None:
+        raise CheckpointError(f"{model}: config.yaml names no interpreter")
+    return InterpreterTask(
+        loaded.interpreter, loaded.classifier, loaded.classifier_config, reference_compatible
+    )
