@@ -33,6 +33,7 @@ from audiointerp.io import replace_folder
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, CONFIG_FILE, META_FILE = "model.safetensors", "config.yaml", "meta.json"
+CHECKPOINT_FILES = (WEIGHTS_FILE, CONFIG_FILE, META_FILE)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a checkpoint folder (no such directory)")
-    missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE, META_FILE) if not (folder / n).is_file()]
+    missing = [name for name in CHECKPOINT_FILES if not (folder / name).is_file()]
     if missing:
         raise CheckpointError(f"{folder}: not a checkpoint folder (missing {', '.join(missing)})")
     meta = json.loads((folder / META_FILE).read_text())
@@ -100,6 +101,12 @@ def load_checkpoint(folder: str | os.PathLike) -> Checkpoint:
     return Checkpoint(tensors=load_file(str(folder / WEIGHTS_FILE)), config=config, meta=meta)
 
 
+def is_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a written checkpoint (its three files; they are written
+    together, atomically, so all or none are there)."""
+    return all((Path(folder) / name).is_file() for name in CHECKPOINT_FILES)
+
+
 def checkpoint_folder(path: str | os.PathLike) -> Path:
     """``path`` itself when it is a checkpoint folder, else its ``model/`` (a run folder).
 
@@ -108,7 +115,7 @@ def checkpoint_folder(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     for folder in (path, path / "model"):
-        if all((folder / name).is_file() for name in (WEIGHTS_FILE, CONFIG_FILE, META_FILE)):
+        if is_checkpoint(folder):
             return folder
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such model folder")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audiointerp.checkpoints import CONFIG_FILE, META_FILE, WEIGHTS_FILE
+from audiointerp.checkpoints import is_checkpoint
 from audiointerp.errors import CheckpointError
 from audiointerp.interpreters.speechbrain import PSI_FILE, import_piq
 from audiointerp.models.speechbrain import HEAD_FILE, LABEL_ENCODER_FILE, read_label_encoder
@@ -114,7 +114,7 @@ def pull(
     revision = revision or model.revision
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     offline = offline_from_environment() if offline is None else offline
-    if _COMMIT.fullmatch(revision) and _complete(converted_folder(cache, name, revision)):
+    if _COMMIT.fullmatch(revision) and is_checkpoint(converted_folder(cache, name, revision)):
         return converted_folder(cache, name, revision)
     label_repo, label_revision, label_file = model.labels
     wanted = [(model.repo, revision, file) for file in model.files]
@@ -124,7 +124,7 @@ def pull(
     source = paths[0].parent  # snapshots/<commit>/, where every model file now is
     commit = source.name
     folder = converted_folder(cache, name, commit)
-    if _complete(folder):
+    if is_checkpoint(folder):
         return folder
     try:
         class_names = read_label_encoder(paths[-1])
@@ -133,10 +133,6 @@ def pull(
         return model.convert(source, folder, class_names, {"hub": hub})
     except CheckpointError as error:
         raise CheckpointError(f"{model.repo}@{commit[:12]}: cannot convert: {error}") from error
-
-
-def _complete(folder: Path) -> bool:
-    return all((folder / file).is_file() for file in (WEIGHTS_FILE, CONFIG_FILE, META_FILE))
 
 
 def _download_all(

@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from audiointerp.checkpoints import CheckpointError
+from audiointerp.checkpoints import CheckpointError, is_checkpoint
 from audiointerp.config import save_config
 from audiointerp.data.esc50 import ESC50Dataset, Normalization, SplitConfig
 from audiointerp.io import atomic_write
@@ -67,7 +67,7 @@ def fit(task: Task, config: RecipeConfig, classifier: Classifier) -> None:
 def saved_model(folder: Path) -> Path:
     """``folder/model``, or a clear error when no training produced it yet."""
     model = folder / "model"
-    if not (model / "model.safetensors").is_file():
+    if not is_checkpoint(model):
         raise CheckpointError(f"{model}: no trained model here; run without --test_only first")
     return model
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import audiointerp.interpreters  # noqa: F401  (registers the interpreters)
-from audiointerp.checkpoints import CheckpointError
+from audiointerp.checkpoints import CheckpointError, is_checkpoint
 from audiointerp.config import ConfigError, find_config, from_dict, load_hparams, to_dict
 from audiointerp.data.mixtures import MixingConfig
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
@@ -102,7 +102,7 @@ def classifier_folder(config: Any, hparams_dir: Path) -> Path:
         output_folder=str(Path("results") / classifier_config.experiment / str(config.train.seed)),
     )
     model = Path(classifier_config.output_folder) / "model"
-    if not (model / "model.safetensors").is_file():
+    if not is_checkpoint(model):
         print(f"no trained classifier at {model}: training one with {hparams} first")
         train_classifier(classifier_config)
     return model

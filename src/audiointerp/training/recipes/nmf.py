@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from audiointerp.checkpoints import is_checkpoint
 from audiointerp.config import from_dict, load_hparams, save_config
 from audiointerp.data.esc50 import ESC50Dataset, Normalization
 from audiointerp.data.synthetic import ensure_synthetic
@@ -76,7 +77,7 @@ def ensure_dictionary(
     )
     nmf = resolve_folders(nmf)
     model = Path(nmf.output_folder) / "model"
-    if not (model / "model.safetensors").is_file():
+    if not is_checkpoint(model):
         print(f"no NMF dictionary at {model}: learning one with {hparams} first")
         train_nmf_recipe(nmf)
     return model
