@@ -15,6 +15,8 @@ from audiointerp.features import FeatureConfig
 from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models import ClassifierConfig, build_classifier
 from audiointerp.models import fast as fast_module
+from audiointerp.models.cnn14 import ConvBlock
+from audiointerp.models.conv2d import Conv2dEncoder
 from audiointerp.models.fast import (
     ChannelsLast,
     FoldConvTranspose2d,
@@ -165,6 +167,24 @@ def test_fast_copy_of_a_chain_is_equal_and_leaves_the_original_alone() -> None:
     assert [type(m) for m in chain][1:3] == [nn.Conv2d, nn.BatchNorm2d]
     assert all(p.requires_grad for p in chain.parameters())
     assert not any(p.requires_grad for p in fast.parameters()) and not fast.training
+
+
+def test_declared_conv_norm_pairs_fold_in_the_encoders() -> None:
+    """The conv2d encoder and CNN14's conv block chain conv -> BN in ``forward``."""
+    torch.manual_seed(7)
+    encoder, block = Conv2dEncoder(dim=8), ConvBlock(3, 5)
+    for module in (encoder, block):
+        _randomise_norms(module)
+        module.eval()
+    spectrogram, x = torch.rand(2, 37, 45), torch.randn(2, 3, 11, 9)  # odd sizes
+    expected = encoder(spectrogram), block(x, 2)
+    fast_encoder, fast_block = fast_copy(encoder), fast_copy(block)
+    torch.testing.assert_close(fast_encoder(spectrogram), expected[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_block(x, 2), expected[1], rtol=1e-5, atol=1e-5)
+    folded = [fast_encoder.bn1, fast_encoder.bn4, fast_block.norm1, fast_block.norm2]
+    assert all(isinstance(norm, nn.Identity) for norm in folded)
+    assert isinstance(fast_encoder.conv1, ChannelsLast)  # every Conv2d, one input or many
+    assert isinstance(encoder.bn1, nn.BatchNorm2d) and block.conv1.bias is None  # originals
 
 
 def test_peak_activation_bytes_is_the_largest_layer_input_plus_output() -> None:

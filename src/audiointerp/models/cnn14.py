@@ -8,6 +8,8 @@ recipes' 16-kHz CNN14, so its checkpoints load key for key. Channel widths scale
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -27,6 +29,9 @@ def cnn14_channels(width: float) -> tuple[int, ...]:
 
 class ConvBlock(nn.Module):
     """[Conv3x3 (no bias) -> BN -> ReLU] x 2, then average pooling."""
+
+    # ``forward`` applies each norm directly to its conv's output (fast_copy folds them)
+    conv_norm_pairs: ClassVar = (("conv1", "norm1"), ("conv2", "norm2"))
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()

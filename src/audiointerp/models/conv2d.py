@@ -9,6 +9,8 @@ Parameter names follow SpeechBrain's ``PIQ.Conv2dEncoder_v2`` (encoder) and
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,6 +41,9 @@ class Conv2dEncoder(nn.Module):
 
     Each stage halves both axes (floor), so (B, 431, 513) -> (B, dim, 26, 32).
     """
+
+    # ``forward`` applies each norm directly to its conv's output (fast_copy folds them)
+    conv_norm_pairs: ClassVar = tuple((f"conv{i}", f"bn{i}") for i in range(1, 5))
 
     def __init__(self, dim: int = 256):
         super().__init__()
