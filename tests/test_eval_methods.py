@@ -23,6 +23,9 @@ from audiointerp.evaluation import (
     metric_ranks,
     rank_methods,
 )
+from audiointerp.evaluation.methods import Method, build_methods, inference_parts
+from audiointerp.explain import explain
+from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.models import ClassifierConfig, build_classifier
 
 METHODS = ("saliency", "gradcam", "integrated_gradients", "occlusion", "random", "ones")
@@ -173,3 +176,25 @@ def test_table_states_where_a_trained_method_is_below_a_baseline() -> None:
         table.splitlines()[-1]
         == "piq_conv2d is below the baseline gradcam_conv2d on si_snri: 1 vs 2"
     )
+
+
+def test_inference_parts_are_fast_copies_unless_gradients_are_needed() -> None:
+    """Evaluation explains with fast copies (the same outputs); gradient methods keep theirs."""
+    torch.manual_seed(1)
+    classifier = build_classifier(ClassifierConfig(dim=8, lin_neurons=8), ["a", "b"]).eval()
+    for norm in classifier.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.running_mean.normal_()
+    host = Method("piq_conv2d", classifier, build_interpreter("piq", {"n_keys": 4}, classifier),
+                  Path("."), 1.0, "none", "conv2d")  # fmt: skip
+    fast_classifier, fast_interpreter = inference_parts(host)
+    assert fast_classifier is not classifier and fast_interpreter is not host.interpreter
+    assert isinstance(fast_classifier.encoder.bn1, torch.nn.Identity)  # folded
+    waveforms = torch.randn(2, 16000)
+    plain = explain(classifier, host.interpreter, waveforms)
+    fast = explain(fast_classifier, fast_interpreter, waveforms)
+    logits = fast.classifier_out.logits, plain.classifier_out.logits
+    torch.testing.assert_close(*logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.mask, plain.mask, rtol=1e-4, atol=1e-4)
+    (saliency,) = build_methods(host, ["saliency"])
+    assert inference_parts(saliency) == (classifier, saliency.interpreter)

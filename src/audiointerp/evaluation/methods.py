@@ -23,6 +23,7 @@ from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
 from audiointerp.metrics.sanity import SANITY_THRESHOLD
 from audiointerp.models import Classifier
+from audiointerp.models.fast import fast_copy
 
 BOUND_METHODS = ("random", "ones")  # floor and "the whole input": shown as bounds
 CONTROL_METHODS = ("energy", *BOUND_METHODS)  # interpreters that explain nothing
@@ -115,3 +116,12 @@ def classifier_id(classifier: Classifier) -> str:
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:8]
+
+
+def inference_parts(method: Method) -> tuple[Classifier, Interpreter]:
+    """The method's classifier and interpreter for passes without gradients:
+    :func:`~audiointerp.models.fast.fast_copy` copies (the same math, faster), or the
+    originals for methods that differentiate the classifier."""
+    if method.interpreter.capabilities.needs_gradients:
+        return method.classifier, method.interpreter
+    return fast_copy(method.classifier), fast_copy(method.interpreter)  # type: ignore[return-value]

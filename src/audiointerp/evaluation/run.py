@@ -39,6 +39,7 @@ from audiointerp.evaluation.methods import (
     build_methods,
     classifier_id,
     default_output_folder,
+    inference_parts,
 )
 from audiointerp.evaluation.table import format_table, rank_methods
 from audiointerp.explain import Explanation, explain
@@ -117,7 +118,7 @@ def evaluate_method(
 ) -> tuple[dict[str, Any], list[Example]]:
     """Metrics of one method and the examples of its first ``n_examples`` clips."""
     waveforms, labels, _ = clips
-    parts = (method.classifier, method.interpreter)
+    parts = inference_parts(method)  # the sanity check randomises copies of the originals
     per_example: dict[str, list[Tensor]] = {name: [] for name in METRIC_NAMES}
     correct, seconds, examples = 0, 0.0, []
     for start in tqdm(
@@ -128,7 +129,7 @@ def evaluate_method(
         explained = explain(*parts, batch)
         seconds += time.perf_counter() - began
         metrics = faithfulness_metrics(
-            method.classifier,
+            parts[0],
             explained.features,
             explained.mask,
             method.interpreter.mask_domain,
@@ -163,7 +164,8 @@ def evaluate_method(
         row |= summary
     sanity_mixtures = mixtures[: config.sanity_clips]
     sanity = sanity_check(
-        *parts,
+        method.classifier,
+        method.interpreter,
         waveforms[: config.sanity_clips],
         sanity_mixtures,
         threshold=config.sanity_threshold,
