@@ -151,3 +151,23 @@ def test_long_audio_explains_the_class_of_highest_mean_probability_everywhere() 
     # every window explained "low", also those that hear only the high tone
     assert np.all(result.mask[:, :half] > 0.999) and np.all(result.mask[:, half + 1 :] < 1e-3)
     assert np.abs(result.waveform[-4000:]).max() < 0.05  # the high tone is not kept
+
+
+@pytest.mark.parametrize("budget", [2**30, 1])  # the vote's outputs kept; none fit
+def test_each_window_is_classified_once_when_the_vote_outputs_are_kept(budget: int) -> None:
+    """Without a target, the voting pass's classifier outputs serve the explaining pass
+    while they fit a quarter of the memory budget; with a target there is no vote."""
+    audio = np.concatenate([_tone(300.0, 28_000), _tone(3300.0, 12_000)])
+    explainer = _explainer(BandOracle(), window_batch=2, memory_budget=budget)
+    calls = []
+    explainer.classifier.register_forward_hook(lambda _, inputs, __: calls.append(len(inputs[0])))
+    n_windows = len(plan_windows(len(audio), explainer.window, HOP, explainer.overlap).starts)
+    results = [explainer.explain(audio, RATE, top_k=2)]
+    assert sum(calls) == (n_windows if budget > 1 else 2 * n_windows)
+    calls.clear()
+    results.append(explainer.explain(audio, RATE, target="low", top_k=2))
+    assert sum(calls) == n_windows
+    first, second = results
+    assert first.target == second.target == "low" and first.top_k == second.top_k
+    np.testing.assert_array_equal(first.mask, second.mask)
+    np.testing.assert_array_equal(first.waveform, second.waveform)

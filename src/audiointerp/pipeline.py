@@ -38,7 +38,7 @@ from audiointerp.longaudio import (
     plan_windows,
     sample_weights,
 )
-from audiointerp.models import Classifier
+from audiointerp.models import Classifier, ClassifierOutput
 from audiointerp.models.fast import COLUMN_BUDGET_BYTES, fast_copy, peak_activation_bytes
 from audiointerp.pretrained import INTERPRETER_PREFIX, load_model
 
@@ -237,23 +237,32 @@ class Explainer:
     ) -> list[dict[str, Any]]:
         """Clips (N_i,) at the model rate -> per-clip result fields (model-rate audio).
 
-        Multi-window clips are first classified window by window to find the class of
-        highest mean probability, which every window then explains (unless ``target``).
+        Without ``target``, multi-window clips are first classified window by window to
+        find the class of highest mean probability, which every window then explains; the
+        explaining pass reuses those classifier outputs while they fit in a quarter of
+        ``memory_budget``. With ``target``, each window is classified once, as explained.
         """
         states = [self._new_state(len(clip)) for clip in clips]
         all_jobs = [(c, k) for c, state in enumerate(states) for k in range(len(state.plan.starts))]
         long_jobs = [(c, k) for c, k in all_jobs if len(states[c].plan.starts) > 1]
+        voted = set(long_jobs) if target is None else set()
         size = self.window_batch if len(all_jobs) > 1 else 1  # one window: nothing to size
+        kept: dict[tuple[tuple[int, int], ...], ClassifierOutput] = {}
+        room = self.memory_budget // 4
         with frozen(self.classifier), frozen(self.interpreter):
-            for chunk in _chunks(long_jobs, size):
+            for chunk in _chunks([job for job in long_jobs if job in voted], size):
                 segments, _ = self._segments(clips, states, chunk)
                 _, output = classify(self.classifier, segments)
                 self._add_probabilities(states, chunk, output.probabilities)
+                room -= sum(t.numel() * t.element_size() for t in (*output.hidden, output.logits))
+                if room >= 0:
+                    kept[tuple(chunk)] = output
             for state in states:
                 if state.windows_seen:
-                    state.target = int(state.probability_sum.argmax()) if target is None else target
+                    state.target = int(state.probability_sum.argmax())
             for chunk in _chunks(all_jobs, size):
-                self._explain_windows(clips, states, chunk, target)
+                output = kept.pop(tuple(chunk), None)
+                self._explain_windows(clips, states, chunk, target, voted, output)
         return [self._finish(state, top_k) for state in states]
 
     def _budget_window_batch(self, most: int = 64) -> int:
@@ -319,10 +328,17 @@ class Explainer:
         states: list[_ClipState],
         jobs: list[tuple[int, int]],
         target: int | None,
+        voted: set[tuple[int, int]],
+        output: ClassifierOutput | None,
     ) -> None:
-        """Mask, synthesise and cross-fade one chunk of windows."""
+        """Mask, synthesise and cross-fade one chunk of windows; ``output``: the
+        classifier's on them, if kept; ``voted``: windows whose probabilities are counted."""
         segments, scales = self._segments(clips, states, jobs)
-        features, output = classify(self.classifier, segments)
+        if output is None:
+            features, output = classify(self.classifier, segments)
+        else:
+            with torch.no_grad():
+                features = self.extractor(segments)
         targets = output.prediction.clone()
         for row, (c, _) in enumerate(jobs):
             if states[c].target is not None:
@@ -336,8 +352,8 @@ class Explainer:
         removed = explained.removed * scales[:, None]
         mask = explained.mask  # (b, T_w, F)
         spectrogram = features.magnitude * scales[:, None, None]
-        single = [row for row, (c, _) in enumerate(jobs) if len(states[c].plan.starts) == 1]
-        self._add_probabilities(states, [jobs[row] for row in single], output.probabilities[single])
+        fresh = [row for row, job in enumerate(jobs) if job not in voted]
+        self._add_probabilities(states, [jobs[row] for row in fresh], output.probabilities[fresh])
         for row, (c, k) in enumerate(jobs):
             state = states[c]
             if state.target is None:
