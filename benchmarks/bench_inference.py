@@ -16,7 +16,7 @@ width, and the peak RSS and time per audio minute of a long file at the referenc
     python benchmarks/bench_inference.py [--quick] [--clips 3] [--threads 1,2]
         [--device cpu] [--long-minutes 10]
 
-The full run takes ~25 minutes on 2 cores (the 10-minute file ~15 of them); ``--quick``
+The full run takes ~9 minutes on 2 cores (the 10-minute file ~5 of them); ``--quick``
 (demo width, 1 clip, 1 thread, a 1-minute file) about one.
 """
 

@@ -77,7 +77,9 @@ class Explainer:
             length of the audio. None: as many as ``memory_budget`` allows, from one
             window's measured activations (1 at the reference width, where PIQ's decoder
             holds 256 x 408 x 504 maps, more for narrow models).
-        memory_budget: bytes of activations a batch of windows may take (window_batch None).
+        memory_budget: bytes of activations a batch of windows may take (window_batch
+            None); a quarter of it more may keep classifier outputs of long audio's
+            voting pass for its explaining pass (~0.85 MB a window at the reference width).
         fast: explain with :func:`~audiointerp.models.fast.fast_copy` copies of the
             classifier and interpreter (the same math, faster; the originals are not kept).
     """
