@@ -14,7 +14,8 @@ width, and the peak RSS and time per audio minute of a long file at the referenc
 (``bench_long_audio.py`` in a subprocess, so the RSS is its own).
 
     python benchmarks/bench_inference.py [--quick] [--clips 3] [--threads 1,2]
-        [--device cpu] [--long-minutes 10]
+        [--device cpu] [--long-minutes 10] [--widths reference,demo] [--methods piq,l2i,lmac]
+        [--no-training]
 
 The full run takes ~9 minutes on 2 cores (the 10-minute file ~5 of them); ``--quick``
 (demo width, 1 clip, 1 thread, a 1-minute file) about one.
@@ -116,13 +117,15 @@ def best_rates(
     return {kind: (1 / best[kind][0], 1 / best[kind][1], results[kind]) for kind in explainers}
 
 
-def bench_explain(widths: list[str], threads: list[int], clips: int, device: str) -> None:
+def bench_explain(
+    widths: list[str], methods: list[str], threads: list[int], clips: int, device: str
+) -> None:
     print(f"\nexplanation of a 5-s clip (Explainer.explain, batch 1), best of {clips} clips each")
     header = ("width", 9), ("method", 6), ("threads", 7), ("plain", 8), ("fast", 8)
     ratios = f"{'ratio':>6} {'SNR':>7} {'CPU ratio':>9}"
     print(" ".join(f"{name:>{size}}" for name, size in header), ratios)
     for width in widths:
-        for method in WIDTHS[width][2]:
+        for method in methods:
             classifier, interpreter, hparams = build(width, method, device)
             seconds = float(hparams.get("duration_s", 5.0))
             rate = classifier.feature_config.sample_rate
@@ -188,15 +191,19 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--long-minutes", type=float, default=10.0, help="0: skip")
+    parser.add_argument("--widths", default="reference,demo", help="comma-separated widths")
+    parser.add_argument("--methods", default="piq,l2i,lmac", help="comma-separated methods")
+    parser.add_argument("--no-training", action="store_true", help="skip the training figures")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    widths = ["demo"] if args.quick else ["reference", "demo"]
+    widths = ["demo"] if args.quick else args.widths.split(",")
     threads = [1] if args.quick else [int(t) for t in args.threads.split(",")]
     clips = 1 if args.quick else args.clips
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} cores")
-    bench_explain(widths, threads, clips, args.device)
-    with torch.enable_grad():
-        bench_training(max(threads), 2 if args.quick else 5, 8)
+    bench_explain(widths, args.methods.split(","), threads, clips, args.device)
+    if not args.no_training:
+        with torch.enable_grad():
+            bench_training(max(threads), 2 if args.quick else 5, 8)
     if args.long_minutes > 0:
         minutes = 1.0 if args.quick else args.long_minutes
         bench_long(minutes, 16 if args.quick else 256, max(threads))

@@ -13,13 +13,16 @@ from torch import nn
 
 from audiointerp.features import FeatureConfig
 from audiointerp.interpreters.registry import build_interpreter
-from audiointerp.models import ClassifierConfig, build_classifier
+from audiointerp.models import ClassifierConfig, build_classifier, winograd
 from audiointerp.models import fast as fast_module
 from audiointerp.models.cnn14 import ConvBlock
 from audiointerp.models.conv2d import Conv2dEncoder
 from audiointerp.models.fast import (
     ChannelsLast,
     FoldConvTranspose2d,
+    WinogradConv2d,
+    WinogradConvTranspose2d,
+    fast_conv,
     fast_conv_transpose,
     fast_copy,
     fold_batch_norm,
@@ -185,6 +188,127 @@ def test_declared_conv_norm_pairs_fold_in_the_encoders() -> None:
     assert all(isinstance(norm, nn.Identity) for norm in folded)
     assert isinstance(fast_encoder.conv1, ChannelsLast)  # every Conv2d, one input or many
     assert isinstance(encoder.bn1, nn.BatchNorm2d) and block.conv1.bias is None  # originals
+
+
+def test_winograd_transforms_compute_the_two_tap_correlation_exactly() -> None:
+    """``A^T [(G g) * (B^T d)]`` is ``y_k = g_0 d_k + g_1 d_(k+1)`` (float64, any g, d)."""
+    at, g, bt = winograd._transforms()
+    generator = torch.Generator().manual_seed(0)
+    kernel = torch.randn(2, 100, dtype=torch.float64, generator=generator)
+    data = torch.randn(winograd.SPAN, 100, dtype=torch.float64, generator=generator)
+    got = at @ ((g @ kernel) * (bt @ data))
+    expected = torch.stack([kernel[0] * data[k] + kernel[1] * data[k + 1] for k in range(4)])
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def _inputs(channels: int, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The same values channels-first, channels-last, and as a cropped channels-last view
+    (what a Winograd transposed layer hands the next layer)."""
+    x = torch.randn(2, channels, *size)
+    larger = torch.zeros(2, channels, size[0] + 3, size[1] + 2)
+    larger = larger.contiguous(memory_format=torch.channels_last)
+    larger[:, :, 1 : 1 + size[0], 2 : 2 + size[1]] = x
+    return {
+        "first": x,
+        "last": x.contiguous(memory_format=torch.channels_last),
+        "view": larger[:, :, 1 : 1 + size[0], 2 : 2 + size[1]],
+    }
+
+
+# (C_in, C_out, padding, bias, (H, W)): odd, even and tiny sizes, one tile and several
+STRIDED = [
+    (3, 5, 1, True, (37, 45)),  # the encoders' layer
+    (4, 2, 0, False, (8, 8)),
+    (2, 3, 2, True, (13, 6)),
+    (5, 4, 1, True, (4, 4)),  # one output row and column short of a tile
+    (3, 3, (1, 0), True, (10, 27)),
+]
+
+
+@pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1])  # one chunk; one tile row a chunk
+@pytest.mark.parametrize(("c_in", "c_out", "p", "bias", "size"), STRIDED)
+def test_winograd_convolution_equals_the_stock_layer(
+    monkeypatch, chunk_bytes, c_in, c_out, p, bias, size
+) -> None:
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    torch.manual_seed(8)
+    layer = nn.Conv2d(c_in, c_out, 4, 2, p, bias=bias)
+    fast = fast_conv(layer)
+    assert isinstance(fast, WinogradConv2d)
+    for x in _inputs(c_in, size).values():
+        expected = layer(x)
+        got = fast(x)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# (C_in, C_out, kernel, padding, output_padding, bias, (H, W))
+WINOGRAD_TRANSPOSED = [
+    (3, 5, 4, 1, 0, True, (9, 11)),  # the decoders' doubling layer
+    (4, 2, 3, 1, 1, False, (8, 8)),  # PIQ's first decoder layer, output padding
+    (2, 3, 4, 0, 0, True, (5, 6)),
+    (5, 4, 3, 1, 0, True, (1, 4)),  # one input row
+    (3, 3, (3, 4), (1, 2), (1, 0), True, (7, 5)),
+    (2, 2, 4, 2, 1, True, (6, 9)),  # padding 2 and output padding: both edges move
+]
+
+
+@pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1])
+@pytest.mark.parametrize(("c_in", "c_out", "k", "p", "op", "bias", "size"), WINOGRAD_TRANSPOSED)
+def test_winograd_transposed_convolution_equals_the_stock_layer(
+    monkeypatch, chunk_bytes, c_in, c_out, k, p, op, bias, size
+) -> None:
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    torch.manual_seed(9)
+    layer = nn.ConvTranspose2d(c_in, c_out, k, 2, p, op, bias=bias)
+    fast = fast_conv_transpose(layer)
+    assert isinstance(fast, WinogradConvTranspose2d)
+    norm = _random_norm(c_in)
+    absorbed = fast_conv_transpose(layer)
+    absorbed.absorb_input_affine(*fast_module._affine(norm))
+    for x in _inputs(c_in, size).values():
+        expected = layer(x)
+        assert fast(x).shape == expected.shape
+        torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(absorbed(x), layer(norm(x)), rtol=1e-5, atol=1e-5)
+    bigger = tuple(2 * (n - 1) - 2 * pad + kk + 1 for n, pad, kk in zip(
+        size, layer.padding, layer.kernel_size, strict=True
+    ))  # fmt: skip
+    x = torch.randn(1, c_in, *size)
+    torch.testing.assert_close(
+        fast(x, output_size=bigger), layer(x, output_size=bigger), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_winograd_applies_to_wide_stride_two_layers_only() -> None:
+    wide = nn.Conv2d(64, 64, 4, 2, 1), nn.ConvTranspose2d(64, 64, 3, 2, 1)
+    assert isinstance(fast_conv(wide[0]), WinogradConv2d)
+    assert isinstance(fast_conv_transpose(wide[1]), WinogradConvTranspose2d)
+    others = [
+        nn.Conv2d(64, 32, 4, 2, 1),  # too few outputs to gain
+        nn.Conv2d(64, 64, 3, 1, 1),  # stride 1
+        nn.Conv2d(64, 64, 4, 2, 1, dilation=2),
+        nn.Conv2d(64, 64, 4, 2, 1, groups=2),
+        nn.ConvTranspose2d(64, 64, 5, 2, 1),  # three taps a phase
+        nn.ConvTranspose2d(64, 64, 4, (2, 4), 1),  # CNN14 decoders' strides
+    ]
+    for layer in others:
+        chosen = fast_conv(layer) if type(layer) is nn.Conv2d else fast_conv_transpose(layer)
+        assert isinstance(chosen, ChannelsLast), layer
+
+
+def test_winograd_weights_follow_in_place_changes() -> None:
+    """The Winograd-domain weight is cached, and recomputed after an in-place change."""
+    torch.manual_seed(10)
+    layer = nn.Conv2d(64, 64, 4, 2, 1)
+    fast = fast_conv(layer)
+    x = torch.randn(1, 64, 9, 9)  # sums of 1024 products: float32 error ~1e-5
+    torch.testing.assert_close(fast(x), layer(x), rtol=1e-4, atol=1e-4)
+    layer.weight.mul_(2.0)  # (under no_grad, as optimizer steps and load_state_dict)
+    fast.weight.mul_(2.0)
+    torch.testing.assert_close(fast(x), layer(x), rtol=1e-4, atol=1e-4)
 
 
 def test_peak_activation_bytes_is_the_largest_layer_input_plus_output() -> None:

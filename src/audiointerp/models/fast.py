@@ -7,16 +7,22 @@ evaluating or serving, where no gradient is needed, and rewrites it layer by lay
   :class:`FoldConvTranspose2d`: one matrix product of the weight with the input, then
   ``F.fold`` (col2im) with the layer's stride, dilation, padding and output padding; the
   stock layer runs at a few GFLOP/s there (PIQ's and L2I's kernel-12 256 -> 1 layer: ~8x
-  faster here). Other transposed convolutions keep the stock implementation in
-  channels-last memory, which oneDNN runs ~2x faster than channels-first (sub-pixel phase
-  convolutions measured slower than that here), and so does every ``Conv2d`` (the
-  reference classifier's whole encoder 0.42 s instead of 0.50 s a clip, 1 thread: its
-  1 -> 256 first layer is 2x faster, and the layers after it get channels-last inputs);
+  faster here);
+* stride-2 layers with at least 64 channels on both sides, the reference's
+  ``Conv2d(k4, s2)`` encoder layers and ``ConvTranspose2d(k3 or k4, s2)`` decoder
+  layers, become :class:`WinogradConv2d` / :class:`WinogradConvTranspose2d`: Winograd
+  F(4x4, 2x2) over sub-pixel phases (:mod:`audiointerp.models.winograd`), 2.56x fewer
+  multiplications; PIQ's largest decoder layer 1.09 -> 0.79 s, the classifier's
+  256 -> 256 encoder layer 0.29 -> 0.20 s a clip (1 thread), less than 2.56x because the
+  transforms and copies move memory. Every other ``Conv2d`` and ``ConvTranspose2d``
+  keeps the stock implementation in channels-last memory, which oneDNN runs up to ~2x
+  faster than channels-first (the classifier's 1 -> 256 first layer: 2x);
 * ``BatchNorm2d`` that directly follows a ``Conv2d`` or ``ConvTranspose2d`` in an
-  ``nn.Sequential`` is folded into it, and one directly before a fold layer is folded
-  into that (with the border-exact shift map); a Sequential is the only chain whose data
-  flow is certain without tracing ``forward``. ReLUs there that read a fresh output run
-  in place. Elsewhere a module declares the pairs its ``forward`` chains directly, as
+  ``nn.Sequential`` is folded into it, and one directly before a fold or Winograd
+  transposed layer is absorbed into that (the fold layer with a border-exact shift map,
+  the Winograd layer while it reads its input); a Sequential is the only chain whose
+  data flow is certain without tracing ``forward``. ReLUs there that read a fresh output
+  run in place. Elsewhere a module declares the pairs its ``forward`` chains directly, as
   attribute names in ``conv_norm_pairs`` (e.g. ``(("conv1", "bn1"),)``), and those fold;
 * the copy is in eval mode with gradients off. Training keeps the original module.
 """
@@ -31,27 +37,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiointerp.models import winograd
+from audiointerp.models.winograd import winograd_applies
+
 FOLD_MIN_IN_CHANNELS = 64  # matmul + col2im pays off from this many inputs (the product's
 FOLD_MAX_OUT_CHANNELS = 16  # inner size) and up to this many outputs (oneDNN's weak case)
 COLUMN_BUDGET_BYTES = 4 * 2**20  # col2im columns per chunk of input rows (cache-sized:
 # PIQ's k12 layer 290 ms at 64 MiB, 218 ms at 4 MiB, 211 ms at 1 MiB, 1 thread)
 
 
-class FoldConvTranspose2d(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` computed as ``W^T x`` then col2im, input rows in chunks.
-
-    The columns ``W^T x`` (B, C_out k_h k_w, H W) hold k_h k_w values per input pixel, so
-    they are computed for chunks of input rows of at most ``COLUMN_BUDGET_BYTES`` and
-    overlap-added into the uncropped output; padding crops it and output padding extends
-    it, exactly as the stock layer. :meth:`absorb_input_affine` folds a per-channel affine
-    map of the input (an eval BatchNorm before the layer) into it.
-    """
+class AffineInputConvTranspose2d(nn.ConvTranspose2d):
+    """A transposed convolution that can absorb a per-channel affine map of its input (an
+    eval BatchNorm before it) with :meth:`absorb_input_affine`; subclasses compute the
+    layer and add :meth:`_shift_map` when ``input_shift`` is set."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.input_shift: Tensor | None  # (1, C_out, kh, kw): an absorbed shift through W
         self.register_buffer("input_shift", None, persistent=False)
         self._shift_maps: dict[tuple[object, ...], Tensor] = {}
+
+    @classmethod
+    def like(cls, layer: nn.ConvTranspose2d) -> AffineInputConvTranspose2d:
+        """This class with ``layer``'s geometry and weights."""
+        copy_ = cls(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.output_padding,
+            layer.groups,
+            layer.bias is not None,
+            layer.dilation,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+        )
+        copy_.load_state_dict(layer.state_dict())
+        return copy_
 
     def absorb_input_affine(self, scale: Tensor, shift: Tensor) -> None:
         """Compute ``layer(scale * x + shift)`` from then on (scale, shift: (C_in,)).
@@ -73,8 +96,20 @@ class FoldConvTranspose2d(nn.ConvTranspose2d):
         key = (height, width, *extra, str(self.input_shift.device), self.input_shift.dtype)
         if key not in self._shift_maps:
             ones = self.input_shift.new_ones(1, 1, height, width)
-            self._shift_maps[key] = self._transpose(ones, self.input_shift, extra)
+            self._shift_maps[key] = F.conv_transpose2d(
+                ones, self.input_shift, None, self.stride, self.padding, extra, 1, self.dilation
+            )
         return self._shift_maps[key]
+
+
+class FoldConvTranspose2d(AffineInputConvTranspose2d):
+    """``nn.ConvTranspose2d`` computed as ``W^T x`` then col2im, input rows in chunks.
+
+    The columns ``W^T x`` (B, C_out k_h k_w, H W) hold k_h k_w values per input pixel, so
+    they are computed for chunks of input rows of at most ``COLUMN_BUDGET_BYTES`` and
+    overlap-added into the uncropped output; padding crops it and output padding extends
+    it, exactly as the stock layer.
+    """
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, H_out, W_out), the stock layer's sizes."""
@@ -106,7 +141,10 @@ class FoldConvTranspose2d(nn.ConvTranspose2d):
         rows = max(1, min(height, COLUMN_BUDGET_BYTES // max(1, columns_per_row)))
         full = x.new_zeros(b, c_out, full_h + max(0, oph - ph), full_w)
         for top in range(0, height, rows):
-            chunk = x[:, :, top : top + rows].flatten(2)  # (B, C_in, h W), a view if possible
+            chunk = x[:, :, top : top + rows]
+            if x.stride(1) == 1:  # channels-last (maybe a cropped view): copy rows as such
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
+            chunk = chunk.flatten(2)  # (B, C_in, h W), a view where the rows are dense
             chunk_h = (chunk.shape[-1] // width - 1) * sh + dh * (kh - 1) + 1
             for item in range(b):  # 2-D products: no transposed copy of the columns
                 columns = torch.mm(matrix, chunk[item])  # (C_out kh kw, h W)
@@ -114,6 +152,71 @@ class FoldConvTranspose2d(nn.ConvTranspose2d):
                     columns, (chunk_h, full_w), (kh, kw), dilation=(dh, dw), stride=(sh, sw)
                 )
         return full[:, :, ph : ph + out_h, pw : pw + out_w].contiguous()
+
+
+class _WinogradWeight:
+    """The Winograd-domain weight of a layer, recomputed when its weight changed in place
+    (version counter: optimizer steps, ``load_state_dict``; not writes to ``.data``, which
+    a fast copy, a snapshot, is not meant to see)."""
+
+    weight: Tensor
+
+    def _winograd_weight(self, rearranged: Callable[[Tensor], Tensor]) -> Tensor:
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
+        cached = self.__dict__.get("_transformed")
+        if cached is None or cached[0] != key:
+            cached = (key, winograd.transform_weight(rearranged(self.weight)))
+            self.__dict__["_transformed"] = cached
+        return cached[1]
+
+
+class WinogradConv2d(_WinogradWeight, nn.Conv2d):
+    """``nn.Conv2d`` (kernel 4, stride 2) by Winograd over its input's sub-pixel phases
+    (:mod:`audiointerp.models.winograd`); the same sizes and math as the stock layer."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H_out, W_out)."""
+        transformed = self._winograd_weight(winograd.phase_weight)
+        out = winograd.conv2d_stride2(input, transformed, self.padding)  # type: ignore[arg-type]
+        if self.bias is not None:
+            out += self.bias.view(1, -1, 1, 1)
+        return out
+
+
+class WinogradConvTranspose2d(_WinogradWeight, AffineInputConvTranspose2d):
+    """``nn.ConvTranspose2d`` (stride 2, kernel 3 or 4) by Winograd: its four output phases
+    are kernel-2 convolutions (:mod:`audiointerp.models.winograd`); the same sizes and
+    math as the stock layer. An absorbed input affine map is applied while the input is
+    padded (no extra pass, no shift map)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.input_scale: Tensor | None
+        self.register_buffer("input_scale", None, persistent=False)
+
+    def absorb_input_affine(self, scale: Tensor, shift: Tensor) -> None:
+        """Compute ``layer(scale * x + shift)`` from then on (scale, shift: (C_in,))."""
+        assert self.input_scale is None, "one affine map per layer"
+        self.input_scale, self.input_shift = scale.clone(), shift.clone()
+
+    def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H_out, W_out), the stock layer's sizes."""
+        extra = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
+        )
+        sizes = zip(input.shape[2:], self.padding, self.kernel_size, extra, strict=True)
+        size = tuple(2 * (n - 1) - 2 * p + k + e for n, p, k, e in sizes)
+        affine = None
+        if self.input_scale is not None and self.input_shift is not None:
+            affine = (self.input_scale, self.input_shift)
+        return winograd.conv_transpose2d_stride2(
+            input,
+            self._winograd_weight(winograd.transposed_phase_weight),
+            self.bias,
+            self.padding,  # type: ignore[arg-type]
+            size,  # type: ignore[arg-type]
+            affine,
+        )
 
 
 class ChannelsLast(nn.Module):
@@ -149,21 +252,27 @@ def fast_conv_transpose(layer: nn.ConvTranspose2d) -> nn.Module:
     if layer.groups != 1 or layer.padding_mode != "zeros":
         return layer
     if layer.in_channels >= FOLD_MIN_IN_CHANNELS and layer.out_channels <= FOLD_MAX_OUT_CHANNELS:
-        fold = FoldConvTranspose2d(
+        return FoldConvTranspose2d.like(layer)
+    if winograd_applies(layer):
+        return WinogradConvTranspose2d.like(layer)
+    return ChannelsLast(layer)
+
+
+def fast_conv(layer: nn.Conv2d) -> nn.Module:
+    """The fastest equivalent of ``layer`` measured on CPU (see the module notes)."""
+    if winograd_applies(layer):
+        fast = WinogradConv2d(
             layer.in_channels,
             layer.out_channels,
-            layer.kernel_size,
-            layer.stride,
-            layer.padding,
-            layer.output_padding,
-            layer.groups,
-            layer.bias is not None,
-            layer.dilation,
+            layer.kernel_size,  # type: ignore[arg-type]
+            layer.stride,  # type: ignore[arg-type]
+            layer.padding,  # type: ignore[arg-type]
+            bias=layer.bias is not None,
             device=layer.weight.device,
             dtype=layer.weight.dtype,
         )
-        fold.load_state_dict(layer.state_dict())
-        return fold
+        fast.load_state_dict(layer.state_dict())
+        return fast
     return ChannelsLast(layer)
 
 
@@ -199,7 +308,7 @@ def _fold_into_next(sequence: nn.Sequential) -> None:
     names = list(sequence._modules)
     for first, second in zip(names, names[1:], strict=False):
         norm, layer = sequence._modules[first], sequence._modules[second]
-        if _foldable(norm) and isinstance(layer, FoldConvTranspose2d):
+        if _foldable(norm) and isinstance(layer, AffineInputConvTranspose2d):
             layer.absorb_input_affine(*_affine(norm))
             sequence._modules[first] = nn.Identity()
     layers = list(sequence)
@@ -234,7 +343,7 @@ def _rewrite(module: nn.Module) -> None:
         if type(child) is nn.ConvTranspose2d:
             setattr(module, name, fast_conv_transpose(child))
         elif type(child) is nn.Conv2d:
-            setattr(module, name, ChannelsLast(child))
+            setattr(module, name, fast_conv(child))
         else:
             _rewrite(child)
     if isinstance(module, nn.Sequential):

@@ -1,0 +1,222 @@
+"""Winograd F(4x4, 2x2) convolutions: the reference's stride-2 kernel-4 layers in fewer
+multiplications (inference only, used by :mod:`audiointerp.models.fast`).
+
+A stride-2 kernel-4 convolution is a stride-1 kernel-2 one over the input's four
+sub-pixel phases (4 C_in input channels), and a stride-2 transposed convolution with a
+kernel of at most 4 is a stride-1 kernel-2 one over the input padded by 1, with 4 C_out
+output channels that are the output's four sub-pixel phases. Winograd's minimal filtering
+algorithm (Lavin & Gray, "Fast algorithms for convolutional neural networks", CVPR 2016)
+computes a kernel-2 convolution in 4 x 4 output tiles with 25 products per tile and
+channel pair instead of 64, a 2.56x smaller matrix product: the reference decoders'
+256 -> 256 layers and the classifier's 256 -> 256 encoder layers are most of an
+explanation's time (README, "Speed"). The transforms are exact in exact arithmetic; in
+float32 they add errors of ~1e-6 relative. The work is done in chunks of tile rows so the
+transformed tiles stay cache-sized.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TILE = 4  # output rows and columns per tile
+SPAN = TILE + 1  # input rows and columns per tile (kernel 2)
+POINTS = (0.0, 1.0, -1.0, 0.5)  # the finite interpolation points; the fifth is infinity
+CHUNK_BYTES = 16 * 2**20  # transformed tiles per chunk (Winograd domain, the largest array)
+_LAST = torch.channels_last
+MIN_CHANNELS = 64  # below this on either side the matrix products are too small to gain
+
+
+@cache
+def _transforms() -> tuple[Tensor, Tensor, Tensor]:
+    """float64 (A^T (4, 5), G (5, 2), B^T (5, 5)) with ``y = A^T [(G g) * (B^T d)]``, the
+    1-D 2-tap correlation ``y_k = g_0 d_k + g_1 d_(k+1)``, k < 4, for any g and d.
+
+    A^T and G evaluate the output and kernel polynomials at the points (and infinity);
+    B^T then follows from that identity as a linear system, solved exactly.
+    """
+    at = torch.zeros(TILE, SPAN, dtype=torch.float64)
+    g = torch.zeros(SPAN, 2, dtype=torch.float64)
+    for index, point in enumerate(POINTS):
+        at[:, index] = torch.tensor([point**power for power in range(TILE)])
+        g[index] = torch.tensor([1.0, point])
+    at[TILE - 1, SPAN - 1] = g[SPAN - 1, 1] = 1.0
+    coefficients = torch.stack([at[k] * g[:, t] for k in range(TILE) for t in range(2)])
+    targets = torch.zeros(2 * TILE, SPAN, dtype=torch.float64)
+    for k in range(TILE):
+        for t in range(2):
+            targets[2 * k + t, k + t] = 1.0
+    bt = torch.linalg.lstsq(coefficients, targets).solution
+    assert torch.allclose(coefficients @ bt, targets, atol=1e-12), "no exact B^T"
+    return at, g, torch.where(bt.abs() < 1e-12, 0.0, bt)  # exact zeros, not rounding noise
+
+
+def transform_weight(weight: Tensor) -> Tensor:
+    """(C_out, C_in, 2, 2) correlation kernel -> (25, C_in, C_out) Winograd-domain weight."""
+    c_out, c_in = weight.shape[:2]
+    g = _transforms()[1].to(weight)
+    product = torch.einsum("ik,ockl,jl->ijco", g, weight, g)
+    return product.reshape(SPAN * SPAN, c_in, c_out).contiguous()
+
+
+def _multiply(tiles: Tensor, transformed: Tensor) -> Tensor:
+    """(25, N, C_in) input tiles -> (16, N, C_out) output tiles (tile rows, columns first)."""
+    at, _, bt = (matrix.to(tiles) for matrix in _transforms())
+    spectra = torch.mm(torch.kron(bt, bt), tiles.flatten(1)).view(tiles.shape)
+    products = torch.bmm(spectra, transformed)  # (25, N, C_out): the arithmetic
+    return torch.mm(torch.kron(at, at), products.flatten(1)).view(TILE * TILE, tiles.shape[1], -1)
+
+
+def _tile_rows_per_chunk(channels: int, tiles_per_row: int) -> int:
+    """Tile rows per chunk: the Winograd-domain arrays of a chunk within ``CHUNK_BYTES``."""
+    return max(1, CHUNK_BYTES // (SPAN * SPAN * channels * tiles_per_row * 4))
+
+
+def _valid(first: int, step: int, count: int, size: int) -> tuple[int, int]:
+    """The tiles t in [lo, hi) of ``count`` whose pixel ``first + step t`` is in [0, size)."""
+    lo = max(0, -(first // step))  # ceil(-first / step)
+    hi = min(count, (size - 1 - first) // step + 1) if first < size else 0
+    return lo, max(lo, hi)
+
+
+def _gather_tiles(
+    x: Tensor,
+    start: tuple[int, int],
+    shape: tuple[int, int],
+    phases: int,
+    affine: tuple[Tensor, Tensor] | None,
+) -> Tensor:
+    """The 5 x 5 input tiles of the kernel-2 correlation of ``x``'s ``phases`` x
+    ``phases`` sub-pixel phase images, for ``shape`` (rows, columns) of tiles whose first
+    reads pixel ``start`` (negative: zero padding, as is anything past ``x``'s edges):
+    (25, B rows cols, phases^2 C), channels phase-major.
+
+    ``x`` is (B, H, W, C) with C contiguous: one slice copy per tile position and phase
+    moves whole channel vectors (a 6-D permuted reshape measured 4x slower), and no padded
+    copy of the input is made. ``affine`` (scale, shift), each (C,), maps the input per
+    channel on the way (an eval BatchNorm before the layer; the padding stays zero).
+    """
+    b, height, width, c = x.shape
+    (rows, cols), step = shape, TILE * phases  # input pixels between tiles
+    out = x.new_empty(SPAN, SPAN, b, rows, cols, phases, phases, c)
+    for i, a, j, b_ in itertools.product(range(SPAN), range(phases), range(SPAN), range(phases)):
+        first, left = start[0] + phases * i + a, start[1] + phases * j + b_
+        (r0, r1), (c0, c1) = _valid(first, step, rows, height), _valid(left, step, cols, width)
+        target = out[i, j, :, :, :, a, b_]
+        for edge in (target[:, :r0], target[:, r1:], target[:, r0:r1, :c0], target[:, r0:r1, c1:]):
+            edge.zero_()
+        source = x[:, first + step * r0 : first + step * (r1 - 1) + 1 : step]
+        source = source[:, :, left + step * c0 : left + step * (c1 - 1) + 1 : step]
+        if r1 > r0 and c1 > c0:
+            if affine is None:
+                target[:, r0:r1, c0:c1] = source
+            else:
+                torch.addcmul(affine[1], source, affine[0], out=target[:, r0:r1, c0:c1])
+    return out.view(SPAN * SPAN, b * rows * cols, phases * phases * c)
+
+
+def _channels_inner(input: Tensor) -> Tensor:
+    """(B, C, H, W) -> a (B, H, W, C) view with C contiguous, copying only if needed (a
+    channels-last input, or a cropped view of one, is read in place)."""
+    x = input.permute(0, 2, 3, 1)
+    return x if x.stride(3) == 1 else x.contiguous()
+
+
+def _channels_last_empty(like: Tensor, channels: int, height: int, width: int) -> Tensor:
+    """An uninitialised (B, channels, height, width) tensor in channels-last memory."""
+    shape = (like.shape[0], channels, height, width)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=_LAST)
+
+
+def phase_weight(weight: Tensor) -> Tensor:
+    """A kernel-4 stride-2 conv's weight (C_out, C_in, 4, 4) as the kernel-2 one over its
+    input's phases (C_out, 4 C_in, 2, 2): phase (a, b), tap (t, u) is the weight at
+    (2t + a, 2u + b); channels phase-major, as :func:`conv2d_stride2` orders its tiles."""
+    c_out, c_in = weight.shape[:2]
+    phases = weight.reshape(c_out, c_in, 2, 2, 2, 2).permute(0, 3, 5, 1, 2, 4)  # o a b c t u
+    return phases.reshape(c_out, 4 * c_in, 2, 2)
+
+
+def transposed_phase_weight(weight: Tensor) -> Tensor:
+    """A stride-2 transposed conv's weight (C_in, C_out, k, k'), k, k' <= 4, as the kernel-2
+    correlation (4 C_out, C_in, 2, 2) giving its output phases from the input padded by 1:
+    phase a at tap s reads the weight at 2 (1 - s) + a (zero past the kernel)."""
+    padded = F.pad(weight, (0, 4 - weight.shape[3], 0, 4 - weight.shape[2]))
+    c_in, c_out = weight.shape[:2]
+    taps = padded.reshape(c_in, c_out, 2, 2, 2, 2).flip(2, 4)  # c o s a s' b, with s = 1 - t
+    return taps.permute(3, 5, 1, 0, 2, 4).reshape(4 * c_out, c_in, 2, 2)
+
+
+def conv2d_stride2(input: Tensor, transformed: Tensor, padding: tuple[int, int]) -> Tensor:
+    """``F.conv2d(input, weight, None, 2, padding)`` for a kernel-4 ``weight``, given
+    ``transform_weight(phase_weight(weight))``: (B, C_in, H, W) -> (B, C_out, H', W'),
+    channels-last."""
+    (ph, pw), (b, c_in, height, width) = padding, input.shape
+    out_h, out_w = (height + 2 * ph - 4) // 2 + 1, (width + 2 * pw - 4) // 2 + 1
+    rows, cols = -(-out_h // TILE), -(-out_w // TILE)
+    x = _channels_inner(input)
+    c_out = transformed.shape[2]
+    out = _channels_last_empty(input, c_out, rows * TILE, cols * TILE)
+    tiled = out.permute(0, 2, 3, 1).unflatten(2, (cols, TILE)).unflatten(1, (rows, TILE))
+    step = _tile_rows_per_chunk(c_out + 4 * c_in, b * cols)
+    for top in range(0, rows, step):
+        n = min(step, rows - top)
+        tiles = _gather_tiles(x, (2 * TILE * top - ph, -pw), (n, cols), 2, None)
+        outputs = _multiply(tiles, transformed).view(TILE, TILE, b, n, cols, c_out)
+        tiled[:, top : top + n] = outputs.permute(2, 3, 0, 4, 1, 5)  # B n k cols l C
+    return out[:, :, :out_h, :out_w]
+
+
+def conv_transpose2d_stride2(
+    input: Tensor,
+    transformed: Tensor,
+    bias: Tensor | None,
+    padding: tuple[int, int],
+    output_size: tuple[int, int],
+    input_affine: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """``F.conv_transpose2d(input, weight, bias, 2, padding, ...)`` for a kernel of at most
+    4, given ``transform_weight(transposed_phase_weight(weight))`` and the stock layer's
+    output size: (B, C_in, H, W) -> (B, C_out, *output_size), channels-last (maybe a view
+    of a slightly larger tensor). ``input_affine``: (scale, shift) applied to the input
+    first, per channel."""
+    (b, c_in, height, width), (ph, pw) = input.shape, padding
+    c_out = transformed.shape[2] // 4
+    rows, cols = -(-(height + 1) // TILE), -(-(width + 1) // TILE)
+    # full[2q + a] = z_a[q], z_a the phase-a correlation of the input padded by 1; past
+    # the phases (only output padding reaches there) the output is the bias alone
+    full_h = max(2 * rows * TILE, ph + output_size[0])
+    full_w = max(2 * cols * TILE, pw + output_size[1])
+    full = _channels_last_empty(input, c_out, full_h, full_w)
+    constant = bias.view(1, -1, 1, 1) if bias is not None else 0.0
+    full[:, :, 2 * rows * TILE :] = constant
+    full[:, :, :, 2 * cols * TILE :] = constant
+    phases = full[:, :, : 2 * rows * TILE, : 2 * cols * TILE].permute(0, 2, 3, 1)
+    phases = phases.unflatten(2, (cols, TILE, 2)).unflatten(1, (rows, TILE, 2))
+    x = _channels_inner(input)
+    step = _tile_rows_per_chunk(4 * c_out + c_in, b * cols)
+    for top in range(0, rows, step):
+        n = min(step, rows - top)
+        tiles = _gather_tiles(x, (TILE * top - 1, -1), (n, cols), 1, input_affine)
+        outputs = _multiply(tiles, transformed)
+        if bias is not None:
+            outputs = outputs.view(TILE * TILE, -1, 4, c_out).add_(bias)
+        # (k, l, B, n, cols, a, b, C) -> (B, n, k, a, cols, l, b, C): rows 2 (4 n + k) + a
+        outputs = outputs.view(TILE, TILE, b, n, cols, 2, 2, c_out)
+        phases[:, top : top + n] = outputs.permute(2, 3, 0, 5, 4, 1, 6, 7)
+    return full[:, :, ph : ph + output_size[0], pw : pw + output_size[1]]
+
+
+def winograd_applies(layer: nn.Conv2d | nn.ConvTranspose2d) -> bool:
+    """Whether ``layer`` has a Winograd form here that is worth it (module notes)."""
+    plain = layer.groups == 1 and layer.padding_mode == "zeros" and layer.dilation == (1, 1)
+    wide = min(layer.in_channels, layer.out_channels) >= MIN_CHANNELS
+    if isinstance(layer, nn.ConvTranspose2d):
+        shape = layer.stride == (2, 2) and all(k in (3, 4) for k in layer.kernel_size)
+    else:
+        shape = layer.stride == (2, 2) and layer.kernel_size == (4, 4)
+    return plain and wide and shape and isinstance(layer.padding, tuple)
