@@ -149,7 +149,7 @@ class Conv2dMaskDecoder(nn.Module):
         for level, layer in zip((3, 2, 1, 0), self.layers, strict=True):
             h = layer(h, output_size=(frames >> level, bins >> level))
             if level > 0:
-                h = F.relu(h)
+                h = F.relu(h, inplace=True)  # a fresh output: no copy
         return h.squeeze(1)  # (B, T, F)
 
 

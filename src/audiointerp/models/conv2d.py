@@ -66,7 +66,7 @@ class Conv2dEncoder(nn.Module):
             (self.conv3, self.bn3),
             (self.conv4, self.bn4),
         ):
-            x = F.relu(norm(conv(x)))
+            x = F.relu(norm(conv(x)), inplace=True)  # a fresh output: no copy
         return self.resblock(x)
 
 
