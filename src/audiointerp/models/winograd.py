@@ -212,8 +212,14 @@ def conv_transpose2d_stride2(
 
 
 def winograd_applies(layer: nn.Conv2d | nn.ConvTranspose2d) -> bool:
-    """Whether ``layer`` has a Winograd form here that is worth it (module notes)."""
-    plain = layer.groups == 1 and layer.padding_mode == "zeros" and layer.dilation == (1, 1)
+    """Whether ``layer`` has a Winograd form here that is worth it (module notes): on the
+    CPU (a GPU's convolution libraries choose their own algorithms)."""
+    plain = (
+        layer.weight.device.type == "cpu"
+        and layer.groups == 1
+        and layer.padding_mode == "zeros"
+        and layer.dilation == (1, 1)
+    )
     wide = min(layer.in_channels, layer.out_channels) >= MIN_CHANNELS
     if isinstance(layer, nn.ConvTranspose2d):
         shape = layer.stride == (2, 2) and all(k in (3, 4) for k in layer.kernel_size)
