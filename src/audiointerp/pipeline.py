@@ -97,7 +97,7 @@ class Explainer:
     ):
         assert window_seconds > 0 and (window_batch or 1) > 0, (window_seconds, window_batch)
         assert normalization in ("peak", "signed_max", "none"), normalization
-        if fast:
+        if fast and classifier.fast_copyable:  # a user's model is explained as given
             classifier, interpreter = fast_copy(classifier), fast_copy(interpreter)
         self.classifier = classifier
         self.interpreter = interpreter
