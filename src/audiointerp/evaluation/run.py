@@ -47,13 +47,18 @@ from audiointerp.interpreters.controls import EnergyControl
 from audiointerp.metrics.faithfulness import METRIC_NAMES, faithfulness_metrics
 from audiointerp.metrics.sanity import sanity_check
 from audiointerp.metrics.separation import evaluate_mixtures
+from audiointerp.models.base import Classifier
 from audiointerp.pretrained import load_model
 
 
-def load_methods(model_dir: str | os.PathLike) -> list[Method]:
-    """The folder's interpreter (if it has one) and the ``energy`` control on its classifier."""
-    model = load_model(model_dir)
-    classifier_name = model.classifier_config.name
+def load_methods(
+    model_dir: str | os.PathLike, classifier: Classifier | None = None
+) -> list[Method]:
+    """The folder's interpreter (if it has one) and the ``energy`` control on its classifier
+    (``classifier``: a user's, for an interpreter trained for it)."""
+    model = load_model(model_dir, classifier)
+    config = model.classifier_config
+    classifier_name = config.name if config is not None else "external"
     settings = (model.folder, model.clip_seconds, model.normalization, classifier_name)
     methods = []
     if model.interpreter is not None:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from audiointerp.config import to_dict
 from audiointerp.errors import UserError
 from audiointerp.features import FeatureConfig, Features
 from audiointerp.models.base import Classifier, ClassifierOutput
@@ -144,7 +145,8 @@ class ExternalClassifier(Classifier):
             f"batch {tuple(features.spec.shape)}"
         )
         phase = torch.angle(features.spec.detach()).repeat(rows // clips, 1, 1)
-        spec = torch.complex(linear_magnitude * torch.cos(phase), linear_magnitude * torch.sin(phase))
+        real, imag = linear_magnitude * torch.cos(phase), linear_magnitude * torch.sin(phase)
+        spec = torch.complex(real, imag)
         waveform = self.feature_extractor.istft(spec, features.n_samples)
         return self.forward_waveform(waveform)
 
@@ -197,3 +199,20 @@ def _first_tensor(output: Any, what: str, name: str) -> Tensor:
         "a tuple starting with one, or an object with .logits"
     )
 
+
+EXTERNAL_SECTION = "external_classifier"  # config.yaml section of an interpreter trained for one
+
+
+def external_checkpoint(
+    classifier: ExternalClassifier,
+) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
+    """(no tensors, ``{"external_classifier": {source, layer}}``, meta) for an interpreter
+    folder: the user's model is referenced by its spec, not stored (a Python factory is
+    no tensor file)."""
+    config = {EXTERNAL_SECTION: {"source": classifier.source, "layer": classifier.layer}}
+    meta = {
+        "class_names": list(classifier.class_names),
+        "sample_rate": classifier.feature_config.sample_rate,
+        "features": to_dict(classifier.feature_config),
+    }
+    return {}, config, meta
