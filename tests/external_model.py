@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from audiointerp.features import FeatureConfig
 from audiointerp.models.external import ExternalClassifier
 
 SAMPLE_RATE = 8000
@@ -44,3 +45,10 @@ def build_logits_only() -> ExternalClassifier:
 
 def broken() -> ExternalClassifier:
     raise RuntimeError("weights file missing")
+
+
+def build_small() -> ExternalClassifier:
+    """:func:`build` on a coarse STFT of ours (129 bins, 16-ms hop): fast CLI tests."""
+    torch.manual_seed(0)
+    features = FeatureConfig(sample_rate=SAMPLE_RATE, n_fft=256, hop_ms=16.0, win_ms=32.0)
+    return ExternalClassifier(WaveformNet(), SAMPLE_RATE, CLASSES, "conv", features)

@@ -30,7 +30,7 @@ from audiointerp.errors import ConfigError, TargetError
 from audiointerp.explain import Explanation, class_summary, classify, explain, interpret
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.baselines import frozen
-from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
+from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.io import AudioError, load_audio_with_rate, resample, to_mono, validate_audio
 from audiointerp.longaudio import (
     OverlapAdd,
@@ -141,15 +141,17 @@ class Explainer:
             ConfigError: an unknown method, one that needs training (train it with
                 ``audiointerp train``) or one that does not apply to this classifier.
         """
-        if method in INTERPRETERS and INTERPRETERS[method].capabilities.needs_training:
+        try:
+            interpreter = build_interpreter(method, {}, classifier)
+        except ConfigError:
+            raise
+        except ValueError as error:  # an unknown name
+            raise ConfigError(str(error)) from error
+        if interpreter.capabilities.needs_training:
             raise ConfigError(
                 f"interpreter {method!r} must be trained first (audiointerp train {method} "
                 "--classifier ... --data ... --out DIR), then Explainer.from_pretrained(DIR)"
             )
-        try:
-            interpreter = build_interpreter(method, {}, classifier)
-        except ValueError as error:
-            raise ConfigError(str(error)) from error
         return cls(classifier, interpreter, **{"normalization": "none", **kwargs})
 
     @classmethod

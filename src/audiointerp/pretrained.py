@@ -149,7 +149,11 @@ def _external_classifier(
         )
     if given.layer != layer:
         raise CheckpointError(
-            f"{folder}: trained on layer {layer!r} of its classifier; {given.name} reads "
-            f"{given.layer!r}"
+            f"{folder}: trained on {_layer(layer)} of its classifier; {given.name} reads "
+            f"{_layer(given.layer)}"
         )
     return given.eval()
+
+
+def _layer(name: str | None) -> str:
+    return f"layer {name!r}" if name else "no layer (the logits)"
