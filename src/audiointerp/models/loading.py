@@ -6,8 +6,9 @@ interpreters trained for it):
 * ``path/to/model.pt`` (any other file): a TorchScript module (``torch.jit.load``) whose
   ``audiointerp.json`` extra file holds ``sample_rate`` and ``class_names``
   (:func:`save_torchscript` writes it);
-* ``hf:FOLDER``: a Hugging Face ``transformers`` audio-classification model saved with its
-  feature extractor (:mod:`audiointerp.models.hf`; the optional ``hf`` extra).
+* ``hf:FOLDER`` or ``hf:FOLDER#LAYER``: a Hugging Face ``transformers`` audio-classification
+  model saved with its feature extractor (:mod:`audiointerp.models.hf`; the optional ``hf``
+  extra), reading the activations of ``LAYER`` (a name in the model's ``named_modules()``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,10 @@ def load_external(spec: str) -> ExternalClassifier:
     if spec.startswith(HF_PREFIX):
         from audiointerp.models.hf import load_hf  # optional dependency: only when asked
 
-        folder = Path(spec[len(HF_PREFIX) :]).resolve()
-        classifier = load_hf(folder, source=f"{HF_PREFIX}{folder}")
+        path, _, layer = spec[len(HF_PREFIX) :].partition("#")
+        folder = Path(path).resolve()
+        source = f"{HF_PREFIX}{folder}" + (f"#{layer}" if layer else "")
+        classifier = load_hf(folder, layer or None, source)
     else:
         path, _, factory = spec.rpartition(":")
         if path.endswith(".py") and factory:
