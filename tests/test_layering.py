@@ -18,7 +18,6 @@ RANKS = {
     "audiointerp.data": 3,
     "audiointerp.models": 4,
     "audiointerp.models.fast": 4,
-    "audiointerp.models.hf": 4,
     "audiointerp.interpreters": 5,
     "audiointerp.explain": 5.5,
     "audiointerp.hub": 5.4,

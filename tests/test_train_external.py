@@ -2,6 +2,7 @@
 class folders and CSVs with their problems reported, a killed run resumed, and the trained
 folder explaining with ``interpret`` and ``Explainer.from_pretrained``."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,19 @@ def write_clip(path: Path, kind: str, index: int, rate: int = RATE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio.astype(np.float32), rate)
     return path
+
+
+def esc50_folder(root: Path) -> Path:
+    """Two clips of each model class in folds 1 and 2, in ESC-50's layout."""
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for target, kind in enumerate(("tone", "noise", "click")):
+        for fold in (1, 2):
+            name = f"{fold}-{kind}-A-{target}.wav"
+            write_clip(root / "audio" / name, kind, fold)
+            rows.append(f"{name},{fold},{target},{kind},False,{kind}{fold},A")
+    (root / "meta").mkdir()
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root
 
 
 @pytest.fixture
@@ -109,6 +123,17 @@ def test_train_lmac_for_your_classifier_resumes_and_interprets(
     assert (tmp_path / "x" / "0.explanation.wav").is_file()
     result = Explainer.from_pretrained(out / "model").explain_file(clip)
     assert result.mask.shape == (32, 129) and 0 <= result.mask.min() <= result.mask.max() <= 1
+
+    esc50 = esc50_folder(tmp_path / "esc50")  # eval reads the ESC-50 layout
+    evaluation = ["eval", str(out / "model"), "--data_folder", str(esc50), "--test_folds",
+                  "1", "2", "--n_mixtures", "2", "--sanity_clips", "2",
+                  "--out", str(tmp_path / "e")]  # fmt: skip
+    assert main(evaluation) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["methods"]
+    assert {"lmac_external", "energy_external"} <= set(metrics)
+    lmac = metrics["lmac_external"]
+    assert lmac["n_clips"] == 6 and lmac["classifier"] == "external"
+    assert -1 <= lmac["FF"] <= 1 and 0 <= lmac["AI"] <= 100
 
 
 def test_train_and_interpret_usage_errors(class_folders, tmp_path, capsys):
