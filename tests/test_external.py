@@ -117,6 +117,8 @@ def test_torchscript_round_trip_gives_the_same_mask(tmp_path):
         for c in (classifier, scripted)
     ]
     torch.testing.assert_close(masks[1], masks[0], rtol=0, atol=1e-5)
+    long = Explainer.with_method(scripted, "saliency", window_seconds=0.5)  # sized by hooks
+    assert long.explain(np.asarray(clips(1, 1.3)[0]), SAMPLE_RATE).mask.shape == (112, 513)
     with pytest.raises(AdapterError, match="TorchScript model runs no Python hooks"):
         ExternalClassifier(scripted.model, SAMPLE_RATE, CLASSES, layer="conv")
 
