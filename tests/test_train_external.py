@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from external_model import WaveformNet, build
 
 from audiointerp.cli import main
 from audiointerp.data.labelled import LabelledClips, read_labelled, train_valid_split
-from audiointerp.errors import DataError
+from audiointerp.errors import CheckpointError, DataError
+from audiointerp.models.external import ExternalClassifier
 from audiointerp.pipeline import Explainer
 from audiointerp.training.tasks import InterpreterTask
 
@@ -124,10 +126,21 @@ def test_train_lmac_for_your_classifier_resumes_and_interprets(
     result = Explainer.from_pretrained(out / "model").explain_file(clip)
     assert result.mask.shape == (32, 129) and 0 <= result.mask.min() <= result.mask.max() <= 1
 
-    esc50 = esc50_folder(tmp_path / "esc50")  # eval reads the ESC-50 layout
+    other = ExternalClassifier(WaveformNet(2), RATE, ["tone", "hum"], layer="conv")
+    with pytest.raises(CheckpointError, match=r"trained for classes \['tone', 'noise', 'click'\]"):
+        Explainer.from_pretrained(out / "model", classifier=other)
+    with pytest.raises(CheckpointError, match="trained on layer 'conv'.*no layer"):
+        Explainer.from_pretrained(out / "model", classifier=build(layer=None))
+    config = (out / "model" / "config.yaml").read_text()
+    (out / "model" / "config.yaml").write_text(config.replace(f"{MODEL}:build_small", ""))
+    with pytest.raises(CheckpointError, match="cannot load again; pass it"):
+        Explainer.from_pretrained(out / "model")
+
+    # eval reads the ESC-50 layout; the folder no longer names its classifier: given here
+    esc50 = esc50_folder(tmp_path / "esc50")
     evaluation = ["eval", str(out / "model"), "--data_folder", str(esc50), "--test_folds",
                   "1", "2", "--n_mixtures", "2", "--sanity_clips", "2",
-                  "--out", str(tmp_path / "e")]  # fmt: skip
+                  "--out", str(tmp_path / "e"), "--classifier", f"{MODEL}:build_small"]  # fmt: skip
     assert main(evaluation) == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())["methods"]
     assert {"lmac_external", "energy_external"} <= set(metrics)

@@ -249,6 +249,7 @@ def _eval(args: argparse.Namespace) -> int:
         out=args.out,
         reference_compatible=args.reference_compatible,
         config=config,
+        classifier=None if args.classifier is None else load_external(args.classifier),
     )
     return EXIT_OK
 
@@ -284,6 +285,9 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
                             "folders' own)")  # fmt: skip
     evaluation.add_argument("--n_examples", type=int, default=2, help="examples per method")
     evaluation.add_argument("--batch_size", type=_positive_int, default=8)
+    evaluation.add_argument("--classifier", metavar="SPEC",
+                            help="your own classifier, for interpreters trained for one "
+                            "(default: the one each folder references)")  # fmt: skip
     evaluation.set_defaults(func=_eval)
 
 

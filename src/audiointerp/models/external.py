@@ -33,15 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from audiointerp.config import to_dict
-from audiointerp.errors import UserError
+from audiointerp.errors import AdapterError
 from audiointerp.features import FeatureConfig, Features
 from audiointerp.models.base import Classifier, ClassifierOutput
 
+__all__ = ["AdapterError", "ExternalClassifier", "external_checkpoint"]
+
 PROBE_SECONDS = 1.0  # length of the random clip that checks an adapter when it is built
-
-
-class AdapterError(UserError):
-    """A classifier of the user's that cannot be explained as given; says what was expected."""
 
 
 class ExternalClassifier(Classifier):
