@@ -10,6 +10,7 @@ import torch
 from external_model import CLASSES, SAMPLE_RATE, WaveformNet, build
 
 from audiointerp.config import ConfigError
+from audiointerp.data.mixtures import MixingConfig
 from audiointerp.explain import classify, explain
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
 from audiointerp.models.external import AdapterError, ExternalClassifier
@@ -148,3 +149,17 @@ def test_explainer_with_method_explains_a_file_of_any_rate():
     result = explainer.explain(audio, SAMPLE_RATE, target="noise")
     assert result.target == "noise" and result.waveform.shape == audio.shape
     assert explainer.normalization == "none"
+
+
+def test_class_conditional_lmac_trains_on_mixtures_and_explains_any_class():
+    classifier = build()  # the decoder reads the conv layer's (B, K, T', mels) map
+    lmac = build_interpreter(
+        "lmac", {"width": 0.25, "class_conditional": True, "guidance_weight": 4.0}, classifier
+    )
+    task = InterpreterTask(lmac, classifier, None, mixing=MixingConfig(prob=1.0))
+    terms = task.training_step((clips(4), torch.tensor([0, 1, 2, 0]), ["a", "b", "c", "d"]))
+    assert "loss/guide" in terms and torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    assert all(p.grad is not None for p in lmac.condition.parameters())
+    result = explain(classifier, lmac.eval(), clips(), torch.tensor([1, 2]))
+    assert result.target == ["noise", "click"] and result.mask.shape == (2, 44, 513)
