@@ -13,6 +13,7 @@ from audiointerp.config import ConfigError
 from audiointerp.data.mixtures import MixingConfig
 from audiointerp.explain import classify, explain
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
+from audiointerp.metrics.sanity import randomize_weights
 from audiointerp.models.external import AdapterError, ExternalClassifier
 from audiointerp.models.loading import load_external, save_torchscript
 from audiointerp.pipeline import Explainer
@@ -118,6 +119,10 @@ def test_torchscript_round_trip_gives_the_same_mask(tmp_path):
         for c in (classifier, scripted)
     ]
     torch.testing.assert_close(masks[1], masks[0], rtol=0, atol=1e-5)
+    before = scripted.classify_waveform(waveform).logits
+    randomized = randomize_weights(scripted)  # the sanity check: no reset_parameters there
+    assert float((randomized.classify_waveform(waveform).logits - before).abs().max()) > 0.05
+    torch.testing.assert_close(scripted.classify_waveform(waveform).logits, before)
     long = Explainer.with_method(scripted, "saliency", window_seconds=0.5)  # sized by hooks
     assert long.explain(np.asarray(clips(1, 1.3)[0]), SAMPLE_RATE).mask.shape == (112, 513)
     with pytest.raises(AdapterError, match="TorchScript model runs no Python hooks"):
