@@ -24,7 +24,9 @@ from audiointerp.errors import USER_ERRORS, UserError
 from audiointerp.evaluation import BOUND_METHODS, EvalConfig, evaluate
 from audiointerp.hub import HUB_MODELS, pull
 from audiointerp.interpreters.nmf import import_nmf
+from audiointerp.interpreters.registry import INTERPRETERS
 from audiointerp.interpreters.speechbrain import import_piq
+from audiointerp.models.loading import load_external
 from audiointerp.models.speechbrain import import_cnn14, import_conv2d
 from audiointerp.outputs import collect_inputs, explain_to_files
 from audiointerp.pipeline import Explainer
@@ -152,7 +154,14 @@ def _add_pull_command(sub: argparse._SubParsersAction) -> None:
 def _interpret(args: argparse.Namespace) -> int:
     """Explain every input file; a bad file is one stderr line and the run goes on."""
     options = {} if args.normalization is None else {"normalization": args.normalization}
-    explainer = Explainer.from_pretrained(args.model_dir, **options)
+    if args.classifier is None:
+        explainer = Explainer.from_pretrained(args.model_dir, **options)
+    else:
+        classifier = load_external(args.classifier)
+        if args.model_dir in INTERPRETERS and not Path(args.model_dir).exists():
+            explainer = Explainer.with_method(classifier, args.model_dir, **options)
+        else:
+            explainer = Explainer.from_pretrained(args.model_dir, classifier, **options)
     if args.target is not None:
         explainer.class_index(args.target)
     pairs = collect_inputs(args.inputs)
@@ -203,7 +212,9 @@ def _add_interpret_command(sub: argparse._SubParsersAction) -> None:
     )
     interpret.add_argument("model_dir", metavar="MODEL",
                            help="interpreter checkpoint or run folder, or a published model: "
-                           f"{', '.join(sorted(HUB_MODELS))} (downloaded once)")  # fmt: skip
+                           f"{', '.join(sorted(HUB_MODELS))} (downloaded once); with "
+                           "--classifier also a method that needs no training (saliency, "
+                           "integrated_gradients, gradcam, occlusion...)")  # fmt: skip
     interpret.add_argument("inputs", nargs="+", type=Path, help="audio files or folders")
     interpret.add_argument("--out", type=Path, required=True, help="output folder")
     interpret.add_argument("--target", help="class name to explain (default: the predicted)")
@@ -213,6 +224,10 @@ def _add_interpret_command(sub: argparse._SubParsersAction) -> None:
                            help="per-window input scaling (default: the model's own: peak "
                            "for ours, none for imported SpeechBrain models, as their "
                            "interface)")  # fmt: skip
+    interpret.add_argument("--classifier", metavar="SPEC",
+                           help="your own classifier: path/to/file.py:factory (returns an "
+                           "ExternalClassifier), a TorchScript file or hf:FOLDER (default for "
+                           "an interpreter trained for one: its own)")  # fmt: skip
     interpret.set_defaults(func=_interpret)
 
 
@@ -234,6 +249,7 @@ def _eval(args: argparse.Namespace) -> int:
         out=args.out,
         reference_compatible=args.reference_compatible,
         config=config,
+        classifier=None if args.classifier is None else load_external(args.classifier),
     )
     return EXIT_OK
 
@@ -269,6 +285,9 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
                             "folders' own)")  # fmt: skip
     evaluation.add_argument("--n_examples", type=int, default=2, help="examples per method")
     evaluation.add_argument("--batch_size", type=_positive_int, default=8)
+    evaluation.add_argument("--classifier", metavar="SPEC",
+                            help="your own classifier, for interpreters trained for one "
+                            "(default: the one each folder references)")  # fmt: skip
     evaluation.set_defaults(func=_eval)
 
 
@@ -305,7 +324,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         help="train (or --test_only test) the recipe an hparams file configures",
         description="audiointerp train HPARAMS.yaml [--key=value ...]: the classifier, NMF or "
         "interpreter recipe the file's sections name (the recipes/esc50/train_*.py scripts "
-        "call the same function). HPARAMS is a path or a packaged config name.",
+        "call the same function). HPARAMS is a path or a packaged config name. "
+        "audiointerp train lmac --classifier SPEC --data DATA --out DIR [--epochs N]: an "
+        "interpreter for your own classifier on your own audio (--help for details).",
     )
     train.add_argument("argv", nargs=argparse.REMAINDER, help="HPARAMS.yaml [--key=value ...]")
     train.set_defaults(func=_train)

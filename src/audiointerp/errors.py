@@ -39,6 +39,11 @@ class CheckpointError(UserError):
     """A checkpoint folder or file that cannot be used; the message says why."""
 
 
+class AdapterError(UserError):
+    """A classifier of the user's that cannot be explained as given (a factory that
+    raises, logits of the wrong shape, an unknown layer...); says what was expected."""
+
+
 class TargetError(UserError):
     """A ``target`` class the model does not have; the message lists the valid names."""
 

@@ -84,7 +84,8 @@ def classify(classifier: Classifier, waveforms: Tensor) -> tuple[Features, Class
     """waveforms (B, N) -> their features and the classifier's output, without gradients."""
     with torch.no_grad():
         features = classifier.feature_extractor(waveforms)
-        return features, classifier(features.magnitude)
+        with classifier.explaining(features):
+            return features, classifier(features.magnitude)
 
 
 def interpret(
@@ -127,7 +128,7 @@ def explain_targets(
         if isinstance(inputs, Features):
             features = inputs
             if classifier_out is None:
-                with torch.no_grad():
+                with torch.no_grad(), classifier.explaining(features):
                     classifier_out = classifier(features.magnitude)
         else:
             features, classifier_out = classify(classifier, inputs)

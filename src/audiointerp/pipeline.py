@@ -26,10 +26,11 @@ from torch import Tensor
 
 from audiointerp.checkpoints import CheckpointError
 from audiointerp.data.esc50 import fit_length
-from audiointerp.errors import TargetError
+from audiointerp.errors import ConfigError, TargetError
 from audiointerp.explain import Explanation, class_summary, classify, explain, interpret
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.baselines import frozen
+from audiointerp.interpreters.registry import build_interpreter
 from audiointerp.io import AudioError, load_audio_with_rate, resample, to_mono, validate_audio
 from audiointerp.longaudio import (
     OverlapAdd,
@@ -97,7 +98,7 @@ class Explainer:
     ):
         assert window_seconds > 0 and (window_batch or 1) > 0, (window_seconds, window_batch)
         assert normalization in ("peak", "signed_max", "none"), normalization
-        if fast:
+        if fast and classifier.fast_copyable:  # a user's model is explained as given
             classifier, interpreter = fast_copy(classifier), fast_copy(interpreter)
         self.classifier = classifier
         self.interpreter = interpreter
@@ -128,7 +129,35 @@ class Explainer:
         return self.classifier.class_names
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> Explainer:
+    def with_method(
+        cls, classifier: Classifier, method: str = "saliency", **kwargs: Any
+    ) -> Explainer:
+        """Explain ``classifier`` (e.g. an :class:`~audiointerp.models.external.ExternalClassifier`
+        of your own) with a method that needs no training (saliency, integrated_gradients,
+        gradcam, occlusion, energy...); ``kwargs`` go to the constructor. Normalisation
+        defaults to ``none`` here: the model hears the audio as given.
+
+        Raises:
+            ConfigError: an unknown method, one that needs training (train it with
+                ``audiointerp train``) or one that does not apply to this classifier.
+        """
+        try:
+            interpreter = build_interpreter(method, {}, classifier)
+        except ConfigError:
+            raise
+        except ValueError as error:  # an unknown name
+            raise ConfigError(str(error)) from error
+        if interpreter.capabilities.needs_training:
+            raise ConfigError(
+                f"interpreter {method!r} must be trained first (audiointerp train {method} "
+                "--classifier ... --data ... --out DIR), then Explainer.from_pretrained(DIR)"
+            )
+        return cls(classifier, interpreter, **{"normalization": "none", **kwargs})
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, classifier: Classifier | None = None, **kwargs: Any
+    ) -> Explainer:
         """Load an interpreter checkpoint folder, a run folder holding one in ``model/``, or
         a published model by hub name (``"speechbrain/PIQ-ESC50"``: :func:`audiointerp.hub.pull`
         downloads and converts it once, with the ``HF_*`` environment variables as set now).
@@ -138,12 +167,14 @@ class Explainer:
         ``normalization``) come from meta.json, else from the run's config.yaml (the parent
         of ``model/``), else 5 s and "peak" (imported SpeechBrain models record "none", as
         SpeechBrain's interface); ``kwargs`` override them (e.g. ``normalization="peak"``).
+        ``classifier``: a user's classifier, for an interpreter trained for it (default:
+        the one the folder references, loaded by its spec).
 
         Raises:
             CheckpointError: not such a folder, no interpreter in it, or mismatched weights;
                 a hub model that cannot be downloaded or converted.
         """
-        model = load_model(path)
+        model = load_model(path, classifier)
         if model.interpreter is None:
             raise CheckpointError(
                 f"{model.folder}: holds no interpreter (config.yaml has no "

@@ -121,7 +121,8 @@ def classifier_id(classifier: Classifier) -> str:
 def inference_parts(method: Method) -> tuple[Classifier, Interpreter]:
     """The method's classifier and interpreter for passes without gradients:
     :func:`~audiointerp.models.fast.fast_copy` copies (the same math, faster), or the
-    originals for methods that differentiate the classifier."""
-    if method.interpreter.capabilities.needs_gradients:
+    originals for methods that differentiate the classifier and for a user's classifier
+    (``fast_copyable`` False)."""
+    if method.interpreter.capabilities.needs_gradients or not method.classifier.fast_copyable:
         return method.classifier, method.interpreter
     return fast_copy(method.classifier), fast_copy(method.interpreter)  # type: ignore[return-value]

@@ -47,13 +47,18 @@ from audiointerp.interpreters.controls import EnergyControl
 from audiointerp.metrics.faithfulness import METRIC_NAMES, faithfulness_metrics
 from audiointerp.metrics.sanity import sanity_check
 from audiointerp.metrics.separation import evaluate_mixtures
+from audiointerp.models.base import Classifier
 from audiointerp.pretrained import load_model
 
 
-def load_methods(model_dir: str | os.PathLike) -> list[Method]:
-    """The folder's interpreter (if it has one) and the ``energy`` control on its classifier."""
-    model = load_model(model_dir)
-    classifier_name = model.classifier_config.name
+def load_methods(
+    model_dir: str | os.PathLike, classifier: Classifier | None = None
+) -> list[Method]:
+    """The folder's interpreter (if it has one) and the ``energy`` control on its classifier
+    (``classifier``: a user's, for an interpreter trained for it)."""
+    model = load_model(model_dir, classifier)
+    config = model.classifier_config
+    classifier_name = config.name if config is not None else "external"
     settings = (model.folder, model.clip_seconds, model.normalization, classifier_name)
     methods = []
     if model.interpreter is not None:
@@ -220,6 +225,7 @@ def evaluate(
     out: str | os.PathLike | None = None,
     reference_compatible: bool = False,
     config: EvalConfig | None = None,
+    classifier: Classifier | None = None,
 ) -> dict[str, Any]:
     """Evaluate every model folder; write metrics.json, metrics.csv and examples/ into ``out``.
 
@@ -230,6 +236,8 @@ def evaluate(
             from the test folds.
         out: output folder; None = the first model's run folder.
         reference_compatible: faithfulness with the reference recipe's formulas.
+        classifier: a user's classifier, for folders of interpreters trained for one
+            (default: the one each folder references).
 
     Methods are named ``<interpreter>_<classifier>``; when two folders give the same name
     (e.g. both add ``energy_conv2d``), the first folder's is evaluated. ``config.methods``
@@ -243,7 +251,7 @@ def evaluate(
     out = Path(out) if out is not None else default_output_folder(model_dirs[0])
     methods: dict[str, Method] = {}
     for model_dir in model_dirs:
-        for method in load_methods(model_dir):
+        for method in load_methods(model_dir, classifier):
             methods.setdefault(method.name, method)
     first = next(iter(methods.values()))
     for method in build_methods(first, config.methods):

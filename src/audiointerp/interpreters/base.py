@@ -111,6 +111,9 @@ class Interpreter(nn.Module):
             (L-MAC's ``any_target`` is its ``class_conditional``).
         learns_targets: the loss trains the mask of whichever class ``Guidance.classes``
             names, so training on mixtures also teaches the non-predicted source's class.
+        external_classifiers: the method works for an
+            :class:`~audiointerp.models.external.ExternalClassifier` (False: it reads our
+            architectures' own feature maps; building it for one is a ConfigError).
         config_class: the dataclass of the method's settings (the fields ``from_config``
             takes); recipes build their typed config from it, so every setting is checked
             and overridable from the command line. None: the method has no settings.
@@ -121,6 +124,7 @@ class Interpreter(nn.Module):
         any_target=True, batched=True, needs_gradients=False, needs_training=True
     )
     learns_targets: bool = False
+    external_classifiers: bool = True  # works for a user's classifier (models/external.py)
     registry_name: str = ""
     config_class: type | None = None
 

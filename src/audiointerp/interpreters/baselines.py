@@ -39,11 +39,12 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Occlusion, Saliency
 from torch import Tensor, nn
 
-from audiointerp.config import from_dict, to_dict
+from audiointerp.config import ConfigError, from_dict, to_dict
 from audiointerp.features import Features
 from audiointerp.interpreters.base import Capabilities, Interpreter, resolve_target
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
+from audiointerp.models.external import ExternalClassifier
 
 
 @dataclass
@@ -160,7 +161,7 @@ class AttributionBaseline(Interpreter):
     ) -> Tensor:
         """(B, T, F) mask in [0, 1] for ``target`` (default: the predicted class)."""
         target = resolve_target(classifier_out, target)
-        with frozen(self.classifier), torch.enable_grad():
+        with frozen(self.classifier), torch.enable_grad(), self.classifier.explaining(features):
             attribution = self.attribute(features.magnitude.detach(), target)
         return attribution_to_mask(attribution.detach(), self.config.percentile)
 
@@ -202,6 +203,19 @@ class GradCAMBaseline(AttributionBaseline):
     (CNN14), each linear bin takes the filterbank-weighted mean of the mel bands that
     cover it (the DC and Nyquist bins, covered by none, get 0).
     """
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], classifier: Classifier) -> AttributionBaseline:
+        """Refuses a user's classifier whose named layer is not a (B, K, T', F') map."""
+        if isinstance(classifier, ExternalClassifier) and len(classifier.hidden_shape) != 3:
+            raise ConfigError(
+                f"interpreter 'gradcam' needs a layer with (B, K, T', F') activations "
+                f"(time, then frequency); {classifier.name} gives (B, "
+                f"{', '.join(map(str, classifier.hidden_shape))}): name a convolutional "
+                "layer, or use saliency, "
+                "integrated_gradients or occlusion"
+            )
+        return super().from_config(config, classifier)
 
     def attribute(self, magnitude: Tensor, target: Tensor) -> Tensor:
         out = self.classifier(magnitude.requires_grad_())  # the graph must reach hidden[0]

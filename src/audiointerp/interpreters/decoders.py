@@ -122,3 +122,49 @@ class ClassFiLM(nn.Module):
             h * (1 + scale[classes][:, :, None, None]) + shift[classes][:, :, None, None]
             for h, scale, shift in zip(hidden, self.scale, self.shift, strict=True)
         )
+
+
+class ActivationMaskDecoder(nn.Module):
+    """Our log-spectrogram + any classifier's activations -> mask logits (B, T, F).
+
+    For a user's classifier (:mod:`audiointerp.models.external`), whose named layer may
+    give (B, D) (logits, a pooled embedding), (B, L, D) (a transformer's tokens, L taken
+    along time) or (B, K, H, W) (a CNN's map, H along time, averaged over W). They become
+    a sequence (B, D, L) (:meth:`sequence`), layer-normalised over D, linearly
+    interpolated to the T frames, and scale and shift (FiLM) the channels of a small conv
+    stack over log1p|X| frame by frame; one last conv gives the logits.
+
+    Args:
+        hidden_shape: the activations' shape without the batch axis.
+        dim: channels of the conv stack.
+    """
+
+    def __init__(self, hidden_shape: tuple[int, ...], dim: int):
+        super().__init__()
+        assert len(hidden_shape) in (1, 2, 3), hidden_shape
+        self.channels = hidden_shape[-1] if len(hidden_shape) < 3 else hidden_shape[0]
+        self.film = nn.Conv1d(self.channels, 2 * dim, 1)
+        self.spectrum = nn.Sequential(
+            nn.Conv2d(1, dim, 3, padding=1), nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1)
+        )
+        self.out = nn.Conv2d(dim, 1, 3, padding=1)
+
+    @staticmethod
+    def sequence(hidden: Tensor) -> Tensor:
+        """(B, D), (B, L, D) or (B, K, H, W) activations -> (B, D or K, L or H)."""
+        if hidden.dim() == 2:
+            return hidden.unsqueeze(-1)
+        if hidden.dim() == 3:
+            return hidden.transpose(1, 2)
+        assert hidden.dim() == 4, tuple(hidden.shape)
+        return hidden.mean(dim=-1)
+
+    def forward(self, log_magnitude: Tensor, sequence: Tensor) -> Tensor:
+        """log1p|X| (B, T, F) and :meth:`sequence` (B, D, L) -> logits (B, T, F)."""
+        frames = log_magnitude.shape[1]
+        z = F.layer_norm(sequence.transpose(1, 2), (self.channels,)).transpose(1, 2)
+        z = F.interpolate(z, size=frames, mode="linear", align_corners=False)
+        scale, shift = self.film(z).chunk(2, dim=1)  # (B, dim, T) each
+        h = self.spectrum(log_magnitude.unsqueeze(1))  # (B, dim, T, F)
+        h = F.relu(h * (1 + scale[..., None]) + shift[..., None])
+        return self.out(h).squeeze(1)

@@ -166,6 +166,7 @@ class L2I(Interpreter):
     """
 
     config_class = L2IConfig
+    external_classifiers = False  # its psi decodes conv2d's map or CNN14's blocks
 
     def __init__(self, config: L2IConfig, n_classes: int, n_freqs: int):
         super().__init__()

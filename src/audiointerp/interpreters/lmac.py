@@ -16,6 +16,9 @@ Decoders:
 * conv2d: four ConvTranspose2d(k4, s2, p1) layers that mirror the encoder's four strided
   convolutions, each given the encoder's size at that level as ``output_size``, so the
   mask comes out at exactly (T, F) (431 x 513 from the 26 x 32 map).
+* a user's classifier (:class:`~audiointerp.models.external.ExternalClassifier`, not in
+  the reference): :class:`~audiointerp.interpreters.decoders.ActivationMaskDecoder` reads
+  our log1p|X| and the named layer's activations (or the logits), whatever their shape.
 
 Fitting the mask to the input (:func:`fit_mask_logits`): when the decoder's frequency
 axis differs from the input's F bins (CNN14 on non-reference STFT settings), the logits
@@ -66,14 +69,16 @@ from audiointerp.interpreters.base import (
     guided_bce,
     resolve_target,
 )
-from audiointerp.interpreters.decoders import ClassFiLM, Cnn14Decoder
+from audiointerp.interpreters.decoders import ActivationMaskDecoder, ClassFiLM, Cnn14Decoder
 from audiointerp.interpreters.registry import register
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.cnn14 import Cnn14Classifier
 from audiointerp.models.conv2d import Conv2dClassifier
+from audiointerp.models.external import ExternalClassifier
 
 CNN14_DECODER_DIM = 2048  # the reference's CNN14PSI_stft(dim=2048)
 CONV2D_DECODER_DIM = 256  # the conv2d classifier's reference width
+ACTIVATION_DECODER_DIM = 32  # our own choice: the decoder for a user's classifier
 
 
 @dataclass
@@ -197,10 +202,15 @@ class LMAC(Interpreter):
         elif isinstance(classifier, Conv2dClassifier):
             channels = (classifier.encoder.conv1.out_channels,)
             self.decoder = Conv2dMaskDecoder(channels[0], _scaled(CONV2D_DECODER_DIM, config.width))
+        elif isinstance(classifier, ExternalClassifier):
+            self.decoder = ActivationMaskDecoder(
+                classifier.hidden_shape, _scaled(ACTIVATION_DECODER_DIM, config.width)
+            )
+            channels = (self.decoder.channels,)
         else:
             raise ConfigError(
                 f"interpreter lmac: no decoder for classifier {type(classifier).__name__}; "
-                "supported: conv2d, cnn14"
+                "supported: conv2d, cnn14, your own (ExternalClassifier)"
             )
         self.class_names = list(classifier.class_names)
         self.learns_targets = config.class_conditional
@@ -223,9 +233,13 @@ class LMAC(Interpreter):
         decoder is class-conditional."""
         frames, bins = features.magnitude.shape[1:]
         hidden = classifier_out.hidden
+        if isinstance(self.decoder, ActivationMaskDecoder):  # any activations, as (B, D, L, 1)
+            hidden = (self.decoder.sequence(hidden[0]).unsqueeze(-1),)
         if self.condition is not None:
             hidden = self.condition(hidden, classes)
-        if isinstance(self.decoder, Conv2dMaskDecoder):
+        if isinstance(self.decoder, ActivationMaskDecoder):
+            logits = self.decoder(features.log_magnitude, hidden[0].squeeze(-1))
+        elif isinstance(self.decoder, Conv2dMaskDecoder):
             logits = self.decoder(hidden, frames, bins)
         else:
             logits = self.decoder(hidden).squeeze(1)  # (B, T', F')
@@ -279,7 +293,8 @@ class LMAC(Interpreter):
                 apply_mask(1.0 - mask, magnitude, self.mask_domain),  # mask-out
             ]
         )
-        logits_in, logits_out = classifier(masked).logits.chunk(2)  # one pass for both
+        with classifier.explaining(features):
+            logits_in, logits_out = classifier(masked).logits.chunk(2)  # one pass for both
         guide = guidance is not None and cfg.guidance_weight > 0
         guided = (
             guidance.guided.to(mask.dtype)

@@ -192,6 +192,7 @@ class PIQ(Interpreter):
 
     config_class = PIQConfig
     learns_targets = True  # the class picks the codebook partition the mask is decoded from
+    external_classifiers = False  # its quantiser reads the conv2d classifier's map
 
     def __init__(self, config: PIQConfig, n_classes: int):
         super().__init__()

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from audiointerp.config import ConfigError
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.models.base import Classifier
+from audiointerp.models.external import ExternalClassifier
 
 INTERPRETERS: dict[str, type[Interpreter]] = {}
 
@@ -28,4 +30,11 @@ def build_interpreter(name: str, config: dict[str, Any], classifier: Classifier)
     """Construct interpreter ``name`` from its plain config mapping for ``classifier``."""
     if name not in INTERPRETERS:
         raise ValueError(f"unknown interpreter {name!r}; known: {', '.join(sorted(INTERPRETERS))}")
-    return INTERPRETERS[name].from_config(config, classifier)
+    method = INTERPRETERS[name]
+    if isinstance(classifier, ExternalClassifier) and not method.external_classifiers:
+        usable = sorted(key for key, value in INTERPRETERS.items() if value.external_classifiers)
+        raise ConfigError(
+            f"interpreter {name!r} reads our own classifiers' feature maps, so it cannot "
+            f"explain {classifier.name}; methods for your own classifier: {', '.join(usable)}"
+        )
+    return method.from_config(config, classifier)

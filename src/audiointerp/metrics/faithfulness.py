@@ -112,9 +112,10 @@ def faithfulness_metrics(
         {"AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP"}: each (B,) float tensor on CPU.
     """
     magnitude = features.magnitude
-    probs = classifier(magnitude).probabilities if probabilities is None else probabilities
-    probs_in = classifier(apply_mask(mask, magnitude, mask_domain)).probabilities
-    probs_out = classifier(apply_mask(1.0 - mask, magnitude, mask_domain)).probabilities
+    with classifier.explaining(features):
+        probs = classifier(magnitude).probabilities if probabilities is None else probabilities
+        probs_in = classifier(apply_mask(mask, magnitude, mask_domain)).probabilities
+        probs_out = classifier(apply_mask(1.0 - mask, magnitude, mask_domain)).probabilities
     explained = probs.argmax(-1) if target is None else target.to(probs.device).long()
     index = explained[:, None]
     p = probs.gather(1, index)[:, 0]

@@ -33,7 +33,9 @@ def randomize_weights(classifier: Classifier, seed: int = 0) -> Classifier:
     """A deep copy of ``classifier`` with every layer re-initialised (cascading, all layers).
 
     Uses each module's own ``reset_parameters`` (normalisation layers also reset their
-    running statistics); the global RNG state is left as it was.
+    running statistics); TorchScript layers (a user's classifier) have none, so their
+    parameters are redrawn from a normal distribution of each tensor's own std. The global
+    RNG state is left as it was.
     """
     randomized = copy.deepcopy(classifier)
     with torch.random.fork_rng(devices=[]):
@@ -42,6 +44,10 @@ def randomize_weights(classifier: Classifier, seed: int = 0) -> Classifier:
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
                 reset()
+            elif isinstance(module, torch.jit.ScriptModule):
+                for parameter in module.parameters(recurse=False):
+                    spread = float(parameter.std()) if parameter.numel() > 1 else 1.0
+                    parameter.data.normal_(0.0, spread)
     return randomized.eval()
 
 

@@ -29,6 +29,7 @@ from audiointerp.features import FeatureConfig
 from audiointerp.models.base import Classifier, ClassifierOutput
 from audiointerp.models.cnn14 import Cnn14Classifier
 from audiointerp.models.conv2d import Conv2dClassifier
+from audiointerp.models.external import ExternalClassifier, external_checkpoint
 
 CHECKPOINT_PREFIX = "classifier"
 
@@ -85,9 +86,13 @@ def build_classifier(config: ClassifierConfig, class_names: list[str]) -> Classi
 
 
 def classifier_checkpoint(
-    classifier: Classifier, config: ClassifierConfig
+    classifier: Classifier, config: ClassifierConfig | None
 ) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
-    """(tensors under ``classifier.``, ``{"classifier": config}``, meta) for a checkpoint."""
+    """(tensors under ``classifier.``, ``{"classifier": config}``, meta) for a checkpoint;
+    a user's classifier is referenced instead (:func:`external_checkpoint`)."""
+    if isinstance(classifier, ExternalClassifier):
+        return external_checkpoint(classifier)
+    assert config is not None, "our classifiers are saved with their config"
     assert classifier.feature_config == config.features, "classifier built from another config"
     tensors = prefixed(CHECKPOINT_PREFIX, classifier.state_dict())
     meta = {
@@ -146,6 +151,7 @@ __all__ = [
     "ClassifierOutput",
     "Cnn14Classifier",
     "Conv2dClassifier",
+    "ExternalClassifier",
     "build_classifier",
     "classifier_checkpoint",
     "classifier_from_checkpoint",

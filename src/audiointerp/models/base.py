@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from audiointerp.features import FeatureConfig, FeatureExtractor
+from audiointerp.features import FeatureConfig, FeatureExtractor, Features
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Classifier(nn.Module):
     magnitudes go back through exactly the classifier's own feature path.
     """
 
+    fast_copyable = True  # models/fast.py may rewrite it for inference
+
     def __init__(self, feature_config: FeatureConfig, class_names: list[str]):
         super().__init__()
         self.feature_extractor = FeatureExtractor(feature_config)
@@ -60,6 +64,13 @@ class Classifier(nn.Module):
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @contextmanager
+    def explaining(self, features: Features) -> Iterator[None]:
+        """Calls inside classify magnitudes (masked or not) of ``features``' clips. Ours read
+        the magnitude only, so nothing happens; a waveform-in classifier
+        (:mod:`audiointerp.models.external`) takes the input's phase from here."""
+        yield
 
     def input_features(self, linear_magnitude: Tensor) -> Tensor:
         """(B, T, F) linear magnitude -> the network's input (e.g. log1p or log1p-mel)."""

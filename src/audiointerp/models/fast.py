@@ -366,7 +366,8 @@ def peak_activation_bytes(run: Callable[[], object], module: nn.Module) -> int:
     """The largest inputs + output of one leaf layer of ``module`` while ``run()`` runs.
 
     A forward's peak memory is about this: a layer's input and output live at once, while
-    earlier activations are freed. Used to size batches from a memory budget.
+    earlier activations are freed. Used to size batches from a memory budget. TorchScript
+    layers (a user's classifier) run no hooks and are not counted.
     """
     peak = 0
 
@@ -375,7 +376,11 @@ def peak_activation_bytes(run: Callable[[], object], module: nn.Module) -> int:
         tensors = [t for t in (*inputs, output) if isinstance(t, Tensor)]
         peak = max(peak, sum(t.numel() * t.element_size() for t in tensors))
 
-    leaves = [m for m in module.modules() if not list(m.children())]
+    leaves = [
+        m
+        for m in module.modules()
+        if not list(m.children()) and not isinstance(m, torch.jit.ScriptModule)
+    ]
     handles = [leaf.register_forward_hook(record) for leaf in leaves]
     try:
         run()

@@ -80,7 +80,8 @@ class InterpreterTask:
     Args:
         interpreter: the trainable interpreter (``model``).
         classifier: the explained classifier.
-        classifier_config: how to rebuild it (stored in the checkpoint).
+        classifier_config: how to rebuild it (stored in the checkpoint); None for a user's
+            classifier, which the checkpoint references by its spec.
         reference_compatible: compute the metrics with the reference's formulas.
         mixing: training on mixtures; None = clean clips only.
     """
@@ -89,7 +90,7 @@ class InterpreterTask:
         self,
         interpreter: Interpreter,
         classifier: Classifier,
-        classifier_config: ClassifierConfig,
+        classifier_config: ClassifierConfig | None,
         reference_compatible: bool = False,
         mixing: MixingConfig | None = None,
     ):

@@ -15,6 +15,9 @@ are short for ``--train.seed`` and ``--train.device`` (``--nmf.seed`` for NMF). 
 ``train_log.txt``, ``model/``, ``train_state/`` and ``metrics.json``; training resumes
 from ``train_state/`` when the same command is run again. Launch with ``torchrun`` for
 data-parallel training; testing then runs on rank 0 alone.
+
+``audiointerp train METHOD --classifier SPEC --data DATA --out DIR`` trains an interpreter
+for your own classifier instead (:mod:`audiointerp.training.recipes.external`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from audiointerp.errors import USER_ERRORS
 from audiointerp.interpreters.registry import INTERPRETERS
 from audiointerp.training import ddp
 from audiointerp.training.recipes.classifier import ClassifierRecipeConfig, train_classifier
+from audiointerp.training.recipes.external import load_external_recipe, train_external
 from audiointerp.training.recipes.interpreter import (
     interpreter_recipe_class,
     train_interpreter,
@@ -48,6 +52,17 @@ from audiointerp.training.recipes.interpreter import (
 from audiointerp.training.recipes.nmf import NMFRecipeConfig, resolve_folders, train_nmf_recipe
 
 SHORT_KEYS = {"seed": "train.seed", "device": "train.device"}
+EXTERNAL_USAGE = """usage: audiointerp train {method} --classifier SPEC --data DATA --out DIR
+                         [--epochs N] [--key=value ...]
+
+Trains {method} for your own classifier on your own labelled audio; the same command
+resumes a killed run. SPEC: path/to/file.py:factory (returns an ExternalClassifier), a
+TorchScript file saved with audiointerp.models.loading.save_torchscript, or hf:FOLDER.
+DATA: a folder with one sub-folder per class, a CSV path,label[,fold], or an ESC-50
+folder. Other keys as in `audiointerp train {method}_demo.yaml --help` (e.g.
+--train.lr=3e-4, --interpreter.width=0.5, --duration_s=2). DIR/model then explains with
+`audiointerp interpret DIR/model clip.wav`. Exit status: 0 ok, 2 bad usage/config/data,
+130 interrupted."""
 NMF_SHORT_KEYS = {"seed": "nmf.seed"}
 
 
@@ -153,6 +168,10 @@ def run_guarded(main: Callable[[], None]) -> int:
     return 0
 
 
+def _train_external(argv: list[str]) -> None:
+    train_external(load_external_recipe(argv))
+
+
 def train(argv: list[str], script_dir: Path | None = None, expect: str | None = None) -> int:
     """``audiointerp train`` and every recipe script; returns the exit status.
 
@@ -162,6 +181,10 @@ def train(argv: list[str], script_dir: Path | None = None, expect: str | None = 
         expect: the recipe a script runs (``classifier``, ``nmf`` or an interpreter's
             name); a file configuring another one is a usage error.
     """
+    if argv and argv[0] in INTERPRETERS and not expect:  # METHOD --classifier ... --data ...
+        if {"-h", "--help"} & set(argv):
+            return run_guarded(lambda: print(EXTERNAL_USAGE.format(method=argv[0])))
+        return run_guarded(lambda: _train_external(argv))
     if {"-h", "--help"} & set(argv):
         return run_guarded(lambda: print_help(argv, script_dir, expect))
 
