@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo serve test lint clean
+.PHONY: install demo sanity serve test lint clean
 
 install: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(PY) -m audiointerp demo
+
+# After `make demo`: the sanity check's slower tier (full-budget retraining, ~30 min).
+sanity: install
+	$(PY) -m audiointerp sanity
 
 # After `make demo`: the page on the demo's three interpreters, its mixtures and report.
 DEMO ?= runs/demo

@@ -36,6 +36,7 @@ def test_demo_runs_every_stage_then_reuses_them(
         tiny = {"extends": str(PACKAGED / name), **changes, "duration_s": 1.0}
         (hparams / name).write_text(yaml.safe_dump(tiny))
     monkeypatch.setattr(demo, "HPARAMS", hparams)
+    monkeypatch.setattr(demo, "N_MIXTURES", 4)
     data = generate_synthetic(tmp_path / "data", n_classes=3, clips_per_class=5, duration_s=1.0)
     out = tmp_path / "demo"
 
@@ -49,10 +50,22 @@ def test_demo_runs_every_stage_then_reuses_them(
         "gradcam_conv2d", "random_conv2d", "ones_conv2d",
     }  # fmt: skip
     assert (out / "evaluation" / "report" / "index.html").is_file()
+    rows = metrics["methods"]
+    for name in ("l2i_conv2d", "piq_conv2d", "lmac_conv2d"):  # retrained in the demo tier
+        assert rows[name]["sanity_passed"] is not None, rows[name]["sanity_reason"]
+        assert rows[name]["sanity_tier"] == "demo tier, 1 epoch a run"
+        assert (out / "sanity_demo" / f"{name}_randomized" / "model" / "config.yaml").is_file()
+    assert rows["energy_conv2d"]["sanity_tier"] == "eval"
+    assert "demo tier trained in" in printed
     explained = sorted(p.name for p in (out / "explained").glob("*.explanation.wav"))
     assert len(explained) == 3
     assert "Report: " in printed and "oracle (ideal ratio mask)" in printed
 
     assert main(["demo", "--out", str(out), "--data_folder", str(data)]) == 0
     again = capsys.readouterr().out
-    assert again.count(": reusing ") == 5  # classifier, NMF, L2I, PIQ, L-MAC: not retrained
+    assert again.count(": reusing ") == 5 + 6  # the five stages and the six sanity runs
+
+    assert main(["sanity", "--out", str(out), "--data_folder", str(data)]) == 0
+    full = yaml.safe_load((out / "evaluation_sanity" / "metrics.json").read_text())
+    assert full["methods"]["lmac_conv2d"]["sanity_tier"] == "make sanity, the recipe's budget"
+    assert (out / "evaluation_sanity" / "report" / "index.html").is_file()

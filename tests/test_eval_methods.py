@@ -54,6 +54,8 @@ def test_methods_add_rows_with_every_metric(run_dir: Path) -> None:
         assert row["n_clips"] == 1 and row["n_mixtures"] == 2  # max_clips respected
         assert row["classifier"] == "conv2d"
     rows = metrics["methods"]
+    assert [name for name, row in rows.items() if row["sanity_passed"] is None] == ["piq_conv2d"]
+    assert rows["random_conv2d"]["sanity_reason"].startswith("not reproducible")
     assert rows["integrated_gradients_conv2d"]["interpreter"] == "integrated_gradients"
     assert rows["ones_conv2d"]["COMP"] == pytest.approx(math.log(87 * 513), rel=1e-4)
     assert rows["ones_conv2d"]["SPS"] == pytest.approx(0.0, abs=1e-6)
@@ -82,15 +84,23 @@ def test_csv_and_printed_table_show_classifier_and_rank(run_dir: Path) -> None:
         metrics["methods"]["piq_conv2d"]["classifier_id"]
     }
     table = format_table(metrics).splitlines()
-    header = table[0].split()
-    assert header[1] == "clf" and "#SI-SNRi" in header
+    n = len(metrics["methods"])
+    first, second = table[: 1 + n], table[2 + n : 3 + 2 * n]  # two blocks, a blank between
+    assert first[0].split()[1] == "clf" and "#SI-SNRi" in second[0].split()
     ranks = metric_ranks(metrics, "si_snri")
     assert sorted(ranks.values())[0] == 1 and "energy_conv2d" not in ranks
-    for line in table[1 : 1 + len(metrics["methods"])]:
+    header = second[0].split()
+    for line, other in zip(first[1:], second[1:], strict=True):
         cells = line.replace(" [bound]", "").split()
         assert cells[1] == metrics["methods"][cells[0]]["classifier_id"]
-        assert cells[header.index("#SI-SNRi")] == str(ranks.get(cells[0], "-"))
+        rank = ranks.get(cells[0])
+        tied = list(ranks.values()).count(rank) > 1
+        expected = "-" if rank is None else f"{rank}{'=' if tied else ''}"
+        assert other.replace(" [bound]", "").split()[header.index("#SI-SNRi")] == expected
         assert ("[bound]" in line) == (cells[0] in ("random_conv2d", "ones_conv2d"))
+    assert "\u00b1" in second[1]  # means with the half-width of their interval
+    assert any(line.startswith("si_snri ranking") for line in table)
+    assert any(line.strip().startswith("energy_conv2d: FAIL, blind") for line in table)
     assert not any("different classifiers" in line for line in table)
 
 

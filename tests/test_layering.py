@@ -33,6 +33,7 @@ RANKS = {
     "audiointerp.evaluation": 9,
     "audiointerp.training.recipes": 10,
     "audiointerp.report": 10,
+    "audiointerp.sanity_runs": 10.25,
     "audiointerp.outputs": 10.5,
     "audiointerp.demo": 11,
     "audiointerp.app": 12,

@@ -21,8 +21,8 @@ from audiointerp.interpreters.piq import PIQ, PIQConfig
 from audiointerp.models import ClassifierConfig, build_classifier, classifier_checkpoint
 
 METRIC_KEYS = ("AI", "AD", "AG", "FF", "fid_in", "SPS", "COMP", "si_snri",
-               "si_snri_oracle_fraction", "sanity_passed", "clips_per_s",
-               "classifier_accuracy")  # fmt: skip
+               "si_snri_oracle_fraction", "sanity_reason", "sanity_reused_correlation",
+               "clips_per_s", "classifier_accuracy")  # fmt: skip
 
 
 def make_model_run(root: Path) -> tuple[Path, Path]:
@@ -67,7 +67,15 @@ def test_metrics_json_holds_every_method_and_metric(run_dir: Path) -> None:
         assert 0 <= row["SPS"] <= 1 and 0 <= row["COMP"] <= math.log(87 * 513) + 1e-4
     piq, energy = metrics["methods"]["piq_conv2d"], metrics["methods"]["energy_conv2d"]
     assert piq["classifier_accuracy"] == energy["classifier_accuracy"]  # one classifier
-    assert energy["sanity_passed"] is False and energy["sanity_rank_correlation"] == 1.0
+    assert energy["sanity_passed"] is False and energy["sanity_reused_correlation"] == 1.0
+    assert energy["sanity_reason"].startswith("blind to the model")
+    assert piq["sanity_passed"] is None  # a trained explainer needs its runs: not checked
+    assert piq["sanity_reason"].startswith("not checked") and piq["sanity_tier"] == "eval"
+    for row in (piq, energy):  # every mean with its interval
+        for key in ("AI", "FF", "si_snri", "si_snri_oracle_fraction"):
+            low, high = row[f"{key}_ci"]
+            assert low <= row[key] <= high, key
+    assert metrics["randomized_classifier"]["chance"] == 0.5
     assert energy["control"] is True and piq["control"] is False
     assert energy["bound"] is False and piq["bound"] is False
     assert piq["classifier_id"] == energy["classifier_id"] and len(piq["classifier_id"]) == 8
@@ -91,7 +99,8 @@ def test_csv_has_one_row_per_method(run_dir: Path) -> None:
     for row in rows:
         expected = metrics["methods"][row["method"]]
         assert float(row["si_snri"]) == pytest.approx(expected["si_snri"], rel=1e-5)
-        assert row["sanity_passed"] == str(expected["sanity_passed"])
+        passed = expected["sanity_passed"]
+        assert row["sanity_passed"] == ("" if passed is None else str(passed))
 
 
 def test_examples_hold_audio_and_masks(run_dir: Path) -> None:
@@ -111,7 +120,8 @@ def test_report_references_only_files_it_holds(run_dir: Path) -> None:
     html = (report / "index.html").read_text()
     sources = re.findall(r'src="([^"]+)"', html)
     assert sum(s.endswith(".wav") for s in sources) == 2 * (3 + 5)  # 2 methods: clip + mixture
-    assert sum(s.endswith(".png") for s in sources) == 2 * 2 * 4
+    assert sum(s.endswith(".png") for s in sources) == 2 * 2 * 4 + 2  # + a sanity figure each
+    assert 'alt="Sanity check: FAIL, blind to the model' in html
     for source in sources:
         assert (report / source).is_file(), source
     assert "http://" not in html and "https://" not in html  # viewable offline

@@ -238,6 +238,8 @@ def _eval(args: argparse.Namespace) -> int:
         n_mixtures=args.n_mixtures,
         max_mixtures=args.max_mixtures,
         sanity_clips=args.sanity_clips,
+        sanity_min_reproducibility=args.sanity_min_reproducibility,
+        sanity_min_sensitivity=args.sanity_min_sensitivity,
         n_examples=args.n_examples,
         batch_size=args.batch_size,
         methods=tuple(args.methods),
@@ -278,6 +280,11 @@ def _add_eval_commands(sub: argparse._SubParsersAction) -> None:
     evaluation.add_argument("--max_mixtures", type=_positive_int, help="cap on mixtures used")
     evaluation.add_argument("--sanity_clips", type=_positive_int, default=8,
                             help="clips and mixtures the sanity check re-explains")  # fmt: skip
+    evaluation.add_argument("--sanity_min_reproducibility", type=float, default=0.5,
+                            help="sanity check: least mean R (two runs on f agree)")  # fmt: skip
+    evaluation.add_argument("--sanity_min_sensitivity", type=float, default=0.3,
+                            help="sanity check: D = R - C must lie above this (95 %% "
+                            "interval)")  # fmt: skip
     evaluation.add_argument("--methods", nargs="*", default=list(BOUND_METHODS), metavar="NAME",
                             help="interpreters built on the first folder's classifier, e.g. "
                             "saliency gradcam integrated_gradients occlusion random ones "
@@ -360,6 +367,26 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--n_explained", type=_positive_int, default=3,
                       help="mixtures explained with `interpret` at the end")  # fmt: skip
     demo.set_defaults(func=_demo)
+    sanity = sub.add_parser(
+        "sanity",
+        help="the sanity check's slower tier on a finished demo (make sanity)",
+        description="Trains each of the demo's explainers (L2I, PIQ, L-MAC) again at its "
+        "recipe's full budget, on the randomised classifier f~ and on f with another seed, "
+        "then evaluates again into OUT/evaluation_sanity (table, report). Finished runs are "
+        "reused; interrupted ones resume. The demo's own table holds the verdicts of the "
+        "demo tier (a quarter of the epochs).",
+    )
+    sanity.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder")
+    sanity.add_argument("--data_folder", type=Path,
+                        help="ESC-50-layout folder (default: synthetic)")  # fmt: skip
+    sanity.set_defaults(func=_sanity)
+
+
+def _sanity(args: argparse.Namespace) -> int:
+    from audiointerp.demo import run_sanity
+
+    run_sanity(args.out, args.data_folder)
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,10 +1,14 @@
-"""The main job on the embedded default (``make demo`` / ``audiointerp demo``).
+"""The main job on the embedded default (``make demo`` / ``audiointerp demo``), and its
+slower sanity tier (``make sanity`` / ``audiointerp sanity``).
 
 Synthetic ESC-50-layout set -> two-class mixtures -> conv2d classifier -> NMF dictionary
--> L2I, PIQ and L-MAC -> evaluation (faithfulness, SI-SNRi on mixtures, sanity check) -> HTML
-report; the CLI then explains a few mixtures with ``audiointerp interpret``. Each stage
-writes a run folder under ``out``; a finished stage (its ``metrics.json`` exists) is
-reused on the next run, an interrupted one resumes from its last checkpoint.
+-> L2I, PIQ and L-MAC -> the demo's sanity tier (each trained explainer trained again on
+the randomised classifier and with another seed, at a quarter of its epochs) ->
+evaluation (faithfulness, SI-SNRi on mixtures, sanity check, each with its interval) ->
+HTML report; the CLI then explains a few mixtures with ``audiointerp interpret``.
+``run_sanity`` trains those runs at the recipes' full budget and evaluates again. Each
+stage writes a run folder under ``out``; a finished stage (its ``metrics.json`` exists)
+is reused on the next run, an interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -15,14 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from audiointerp.config import PACKAGED
+from audiointerp.config import PACKAGED, load_hparams
 from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
 from audiointerp.evaluation import EvalConfig, evaluate, format_table
 from audiointerp.report.html import build_report
+from audiointerp.sanity_runs import TrainedMethod, train_sanity_runs
 from audiointerp.training.recipes.entry import train
 
 HPARAMS = PACKAGED  # the demo's configs ship with the package (no source checkout needed)
+N_MIXTURES = 48  # enough for the best method's SI-SNRi interval to be narrower than 2 dB
+DEMO_TIER_FRACTION = 4  # the demo's sanity runs train a quarter of the recipe's epochs
+# the fast gradient baselines and the random/all-ones bounds on the same table
+# (integrated gradients and occlusion run at ~0.1 clips/s: `audiointerp eval --methods`)
+EVAL_METHODS = ("saliency", "gradcam", "random", "ones")
 
 
 class DemoError(RuntimeError):
@@ -54,6 +64,26 @@ class DemoResult:
     seconds: float
 
 
+def _trained_methods(out: Path, data: Path) -> list[TrainedMethod]:
+    """The demo's trained explainers and their training commands (less the classifier
+    and output folders)."""
+    common = (f"--data_folder={data}",)
+    nmf = f"--interpreter.nmf_folder={out / 'nmf' / 'model'}"
+    return [
+        TrainedMethod("l2i_conv2d", HPARAMS / "l2i_demo.yaml", (*common, nmf)),
+        TrainedMethod("piq_conv2d", HPARAMS / "piq_demo.yaml", common),
+        TrainedMethod("lmac_conv2d", HPARAMS / "lmac_demo.yaml", common),
+    ]
+
+
+def _demo_epochs(methods: list[TrainedMethod]) -> dict[str, int]:
+    """A quarter of each recipe's epochs (at least one): the demo tier's budget."""
+    return {
+        m.name: max(1, int(load_hparams(m.hparams)["train"]["epochs"]) // DEMO_TIER_FRACTION)
+        for m in methods
+    }
+
+
 def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -> DemoResult:
     """Run every training/evaluation stage into ``out``.
 
@@ -69,7 +99,7 @@ def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -
     mixtures = out / "mixtures"
     manifest = mixtures / "mixtures.csv"
     if not manifest.is_file():
-        make_mixtures(data, mixtures, folds=(5,), n_mixtures=16, snrs_db=(0.0,), seed=0)
+        make_mixtures(data, mixtures, folds=(5,), n_mixtures=N_MIXTURES, snrs_db=(0.0,), seed=0)
     print(f"== mixtures: {manifest}")
 
     def run(hparams: str, folder: Path, *extra: str) -> Callable[[], int]:
@@ -80,28 +110,57 @@ def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -
     _stage("conv2d classifier", classifier, run("conv2d_demo.yaml", classifier))
     nmf = out / "nmf"
     _stage("NMF dictionary", nmf, run("nmf_demo.yaml", nmf))
+    methods = _trained_methods(out, data)
     models = []
-    for method, extra in (
-        ("l2i", [f"--interpreter.nmf_folder={nmf / 'model'}"]),
-        ("piq", []),
-        ("lmac", []),
-    ):
-        folder = out / method
-        hparams = f"{method}_demo.yaml"
-        classifier_model = f"--classifier_folder={classifier / 'model'}"
-        _stage(f"{method.upper()} interpreter", folder,
-               run(hparams, folder, classifier_model, *extra))  # fmt: skip
+    for method in methods:
+        folder = out / method.name.split("_")[0]
+        title = f"{method.name.split('_')[0].upper()} interpreter"
+        argv = [str(method.hparams), *method.overrides, f"--output_folder={folder}"]
+        argv.append(f"--classifier_folder={classifier / 'model'}")
+        _stage(title, folder, lambda argv=argv: train(argv))
         models.append(folder / "model")
 
+    tier_start = time.perf_counter()
+    print("== sanity check, demo tier: each trained explainer again on f~ and with another seed")
+    runs = train_sanity_runs(
+        methods, classifier / "model", out / "sanity_demo", _demo_epochs(methods), tier="demo tier"
+    )
+    print(f"   demo tier trained in {time.perf_counter() - tier_start:.0f} s")
     print("== evaluation (faithfulness, SI-SNRi on mixtures, sanity check)")
     evaluation = out / "evaluation"
-    # the fast gradient baselines and the random/all-ones bounds on the same table
-    # (integrated gradients and occlusion run at ~0.1 clips/s: `audiointerp eval --methods`)
-    config = EvalConfig(methods=("saliency", "gradcam", "random", "ones"))
-    evaluate(models, data, mixtures=manifest, out=evaluation, config=config)
+    config = EvalConfig(methods=EVAL_METHODS)
+    evaluate(models, data, mixtures=manifest, out=evaluation, config=config, sanity_runs=runs)
     report = build_report(evaluation)
     inputs = sorted((mixtures / "mixtures").glob("*.wav"))[:n_explained]
     return DemoResult(out, report, evaluation, models[-1], inputs, time.perf_counter() - start)
+
+
+def run_sanity(out: Path, data_folder: Path | None = None) -> Path:
+    """The slower tier on a finished demo in ``out``: each trained explainer trained again
+    at its recipe's full budget (on f~ and with another seed), then the evaluation again
+    into ``out/evaluation_sanity``; returns that folder.
+
+    Raises:
+        FileNotFoundError: ``out`` holds no finished demo (run ``make demo`` first).
+    """
+    start = time.perf_counter()
+    data = Path(data_folder) if data_folder else ensure_synthetic()
+    classifier = out / "conv2d" / "model"
+    models = [out / name / "model" for name in ("l2i", "piq", "lmac")]
+    missing = [str(m) for m in (classifier, *models) if not (m / "config.yaml").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: run `make demo` first")
+    runs = train_sanity_runs(
+        _trained_methods(out, data), classifier, out / "sanity_full", tier="make sanity"
+    )
+    print(f"   sanity tier trained in {time.perf_counter() - start:.0f} s")
+    evaluation = out / "evaluation_sanity"
+    config = EvalConfig(methods=EVAL_METHODS)
+    manifest = out / "mixtures" / "mixtures.csv"
+    evaluate(models, data, mixtures=manifest, out=evaluation, config=config, sanity_runs=runs)
+    build_report(evaluation)
+    print(f"Sanity tier finished in {(time.perf_counter() - start) / 60:.1f} min: {evaluation}")
+    return evaluation
 
 
 def print_summary(result: DemoResult) -> None:

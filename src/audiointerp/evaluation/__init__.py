@@ -13,8 +13,9 @@ from audiointerp.evaluation.files import (
     EXAMPLES_INDEX,
     METRICS_CSV,
     METRICS_JSON,
+    SANITY_MASKS,
 )
-from audiointerp.evaluation.methods import BOUND_METHODS, EvalConfig, classifier_id
+from audiointerp.evaluation.methods import BOUND_METHODS, EvalConfig, SanityRuns, classifier_id
 from audiointerp.evaluation.run import evaluate
 from audiointerp.evaluation.table import (
     METRIC_DIRECTIONS,
@@ -32,7 +33,9 @@ __all__ = [
     "METRICS_CSV",
     "METRICS_JSON",
     "METRIC_DIRECTIONS",
+    "SANITY_MASKS",
     "EvalConfig",
+    "SanityRuns",
     "baseline_shortfalls",
     "classifier_id",
     "evaluate",

@@ -24,11 +24,12 @@ from audiointerp.evaluation.methods import Method
 from audiointerp.io import replace_folder, save_audio, write_text_atomic
 from audiointerp.metrics.faithfulness import METRIC_NAMES
 
-METRICS_JSON, METRICS_CSV, EXAMPLES_DIR, EXAMPLES_INDEX = (
+METRICS_JSON, METRICS_CSV, EXAMPLES_DIR, EXAMPLES_INDEX, SANITY_MASKS = (
     "metrics.json",
     "metrics.csv",
     "examples",
     "index.json",
+    "sanity.npz",
 )
 CSV_COLUMNS = (
     "method",
@@ -36,9 +37,18 @@ CSV_COLUMNS = (
     "classifier_accuracy",
     *METRIC_NAMES,
     "si_snri",
+    "si_snri_ci",
     "si_snri_oracle_fraction",
     "sanity_passed",
-    "sanity_rank_correlation",
+    "sanity_reason",
+    "sanity_reproducibility",
+    "sanity_cross_model",
+    "sanity_sensitivity",
+    "sanity_sensitivity_interval",
+    "sanity_reused_correlation",
+    "sanity_empirt_ratio",
+    "sanity_mask_mean_change",
+    "sanity_tier",
     "clips_per_s",
 )
 
@@ -83,6 +93,8 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, list):  # an interval
+        return " ".join(_cell(item) for item in value)
     return str(value)
 
 
@@ -142,6 +154,17 @@ class StagedExamples:
             }
             entries.append(_save_example(folder / f"mixture_{n}", method, example, extra))
         self.index[method.name] = entries
+
+    def save_sanity(self, method: Method, masks: dict[str, Tensor]) -> None:
+        """``<method>/sanity.npz``: the first sanity clip's magnitude and its masks under
+        f, f with another seed, f~ and the decoder reused on f~ (those computed), with the
+        clip's duration and sample rate."""
+        folder = self.staging / method.name
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {key: value.detach().cpu().numpy() for key, value in masks.items()}
+        rate = method.classifier.feature_config.sample_rate
+        arrays |= {"seconds": np.array(method.clip_seconds), "sample_rate": np.array(rate)}
+        np.savez_compressed(folder / SANITY_MASKS, **arrays)
 
     def __exit__(
         self,

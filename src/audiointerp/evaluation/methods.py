@@ -21,7 +21,7 @@ from audiointerp.checkpoints import checkpoint_folder
 from audiointerp.config import ConfigError
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.interpreters.registry import INTERPRETERS, build_interpreter
-from audiointerp.metrics.sanity import SANITY_THRESHOLD
+from audiointerp.metrics.sanity import MIN_REPRODUCIBILITY, MIN_SENSITIVITY, SanityCutoffs
 from audiointerp.models import Classifier
 from audiointerp.models.fast import fast_copy
 
@@ -40,7 +40,9 @@ class EvalConfig:
         max_mixtures: cap on mixtures used (None: all).
         sanity_clips: clips whose masks the sanity check compares (and mixtures whose
             SI-SNRi it re-measures), so slow methods stay bounded.
-        sanity_threshold: the check passes iff the mean rank correlation is below it.
+        sanity_min_reproducibility, sanity_min_sensitivity: the check's cut-offs (a
+            method passes iff mean R >= the first and D's 95 % interval lies above the
+            second; :mod:`audiointerp.metrics.sanity`).
         n_examples: examples per method (clips and mixtures each) saved for the report.
         batch_size: clips per forward pass.
         seed: mixture drawing and weight re-initialisation.
@@ -53,7 +55,8 @@ class EvalConfig:
     n_mixtures: int = 16
     max_mixtures: int | None = None
     sanity_clips: int = 8
-    sanity_threshold: float = SANITY_THRESHOLD
+    sanity_min_reproducibility: float = MIN_REPRODUCIBILITY
+    sanity_min_sensitivity: float = MIN_SENSITIVITY
     n_examples: int = 2
     batch_size: int = 8
     seed: int = 0
@@ -68,6 +71,26 @@ class EvalConfig:
                 f"eval methods: unknown {', '.join(map(repr, unknown))}; methods built on a "
                 f"classifier: {', '.join(known)} (trained interpreters come from model folders)"
             )
+
+    @property
+    def sanity_cutoffs(self) -> SanityCutoffs:
+        return SanityCutoffs(self.sanity_min_reproducibility, self.sanity_min_sensitivity)
+
+
+@dataclass(frozen=True)
+class SanityRuns:
+    """A trained explainer trained again for the sanity check (its model folders).
+
+    Attributes:
+        second: on the same classifier f with another seed (E'_f).
+        randomized: on the randomised classifier f~ (E_f~), which its folder holds.
+        tier: where and at which budget they were trained, printed with the verdict
+            (e.g. "demo tier, 3 of 28 epochs").
+    """
+
+    second: Path
+    randomized: Path
+    tier: str
 
 
 def classifier_methods() -> list[str]:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -36,6 +37,7 @@ from audiointerp.evaluation.methods import (
     CONTROL_METHODS,
     EvalConfig,
     Method,
+    SanityRuns,
     build_methods,
     classifier_id,
     default_output_folder,
@@ -43,10 +45,12 @@ from audiointerp.evaluation.methods import (
 )
 from audiointerp.evaluation.table import format_table, rank_methods
 from audiointerp.explain import Explanation, explain
+from audiointerp.explain import classify as classify_waveforms
 from audiointerp.interpreters.controls import EnergyControl
 from audiointerp.metrics.faithfulness import METRIC_NAMES, faithfulness_metrics
-from audiointerp.metrics.sanity import sanity_check
+from audiointerp.metrics.sanity import Explainer, randomize_weights, sanity_check
 from audiointerp.metrics.separation import evaluate_mixtures
+from audiointerp.metrics.uncertainty import bootstrap_interval, bootstrap_ratio_interval
 from audiointerp.models.base import Classifier
 from audiointerp.pretrained import load_model
 
@@ -120,8 +124,12 @@ def evaluate_method(
     mixtures: list[dict],
     config: EvalConfig,
     reference_compatible: bool = False,
-) -> tuple[dict[str, Any], list[Example]]:
-    """Metrics of one method and the examples of its first ``n_examples`` clips."""
+    runs: tuple[Explainer, Explainer, str] | None = None,
+) -> tuple[dict[str, Any], list[Example], dict[str, Tensor]]:
+    """Metrics of one method (each mean with its 95 % bootstrap interval over clips or
+    mixtures), the examples of its first ``n_examples`` clips, and the sanity check's
+    masks of its first clip. ``runs``: a trained explainer trained again (on f with
+    another seed, on f~) and the tier that trained them, for the sanity check."""
     waveforms, labels, _ = clips
     parts = inference_parts(method)  # the sanity check randomises copies of the originals
     per_example: dict[str, list[Tensor]] = {name: [] for name in METRIC_NAMES}
@@ -148,9 +156,10 @@ def evaluate_method(
         correct += int((prediction == labels[start : start + len(batch)]).sum())
         if len(examples) < config.n_examples:
             examples += _examples(explained)
-    row: dict[str, Any] = {
-        name: _nanmean(torch.cat(values)) for name, values in per_example.items()
-    }
+    row: dict[str, Any] = {}
+    for name, values in per_example.items():
+        merged = torch.cat(values).double().numpy()
+        row |= {name: _nanmean(merged), f"{name}_ci": list(bootstrap_interval(merged))}
     row |= {
         "classifier_accuracy": correct / len(waveforms),
         "clips_per_s": len(waveforms) / seconds if seconds > 0 else math.nan,
@@ -164,31 +173,65 @@ def evaluate_method(
     }
     si_snri_before = None
     if mixtures:
-        summary = evaluate_mixtures(*parts, mixtures, config.batch_size).summary()
-        si_snri_before = summary["si_snri"]
-        row |= summary
+        scores = evaluate_mixtures(*parts, mixtures, config.batch_size)
+        si_snri_before = scores.summary()["si_snri"]
+        per_mixture = scores.si_snri.mean(dim=1).double().numpy()
+        oracle = scores.oracle_si_snri.mean(dim=1).double().numpy()
+        row |= scores.summary() | {
+            "si_snri_ci": list(bootstrap_interval(per_mixture)),
+            "si_snri_per_mixture": per_mixture.tolist(),
+            "si_snri_oracle_fraction_ci": list(bootstrap_ratio_interval(per_mixture, oracle)),
+        }
     sanity_mixtures = mixtures[: config.sanity_clips]
+    second, randomized, tier = runs if runs is not None else (None, None, "eval")
     sanity = sanity_check(
         method.classifier,
         method.interpreter,
         waveforms[: config.sanity_clips],
-        sanity_mixtures,
-        threshold=config.sanity_threshold,
+        second=second,
+        randomized=randomized,
+        mixtures=sanity_mixtures,
+        cutoffs=config.sanity_cutoffs,
         seed=config.seed,
         batch_size=config.batch_size,
         si_snri_before=si_snri_before if len(sanity_mixtures) == len(mixtures) else None,
     )
+    row |= {f"sanity_{key}": value for key, value in sanity.items() if key != "masks"}
     row |= {
-        "sanity_passed": sanity["sanity_passed"],
-        "sanity_rank_correlation": sanity["rank_correlation"],
-        "sanity_threshold": sanity["threshold"],
+        "sanity_tier": tier,
+        "sanity_clips": min(config.sanity_clips, len(waveforms)),
+        "sanity_cutoffs": [config.sanity_min_reproducibility, config.sanity_min_sensitivity],
     }
-    if "si_snri_drop" in sanity:
-        row |= {
-            "sanity_si_snri_randomized": sanity["si_snri_randomized"],
-            "sanity_si_snri_drop": sanity["si_snri_drop"],
-        }
-    return row, examples[: config.n_examples]
+    return row, examples[: config.n_examples], sanity["masks"]
+
+
+def _load_runs(runs: SanityRuns | None) -> tuple[Explainer, Explainer, str] | None:
+    """The explainers of a method's sanity runs, loaded from their folders."""
+    if runs is None:
+        return None
+    second, randomized = load_model(runs.second), load_model(runs.randomized)
+    assert second.interpreter is not None and randomized.interpreter is not None, runs
+    return (
+        (second.classifier, second.interpreter),
+        (randomized.classifier, randomized.interpreter),
+        runs.tier,
+    )
+
+
+def randomized_accuracy(
+    classifier: Classifier, clips: tuple[Tensor, Tensor, list[str]], config: EvalConfig
+) -> dict[str, float]:
+    """Test accuracy of the randomised classifier f~ of the sanity check, beside chance:
+    f~ must have learned nothing for the check to mean anything."""
+    waveforms, labels, _ = clips
+    random_classifier = randomize_weights(classifier, config.seed)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(waveforms), config.batch_size):
+            batch = waveforms[start : start + config.batch_size]
+            prediction = classify_waveforms(random_classifier, batch)[1].prediction.cpu()
+            correct += int((prediction == labels[start : start + len(batch)]).sum())
+    return {"accuracy": correct / len(waveforms), "chance": 1 / classifier.n_classes}
 
 
 def explain_mixture_examples(method: Method, mixtures: list[dict]) -> list[Example]:
@@ -213,9 +256,9 @@ def _examples(explained: Explanation) -> list[Example]:
     ]
 
 
-def _nanmean(values: Tensor) -> float:
-    finite = values[~torch.isnan(values)]
-    return float(finite.mean()) if len(finite) else math.nan
+def _nanmean(values: np.ndarray) -> float:
+    known = values[~np.isnan(values)]
+    return float(known.mean()) if len(known) else math.nan
 
 
 def evaluate(
@@ -226,6 +269,7 @@ def evaluate(
     reference_compatible: bool = False,
     config: EvalConfig | None = None,
     classifier: Classifier | None = None,
+    sanity_runs: Mapping[str, SanityRuns] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every model folder; write metrics.json, metrics.csv and examples/ into ``out``.
 
@@ -238,6 +282,9 @@ def evaluate(
         reference_compatible: faithfulness with the reference recipe's formulas.
         classifier: a user's classifier, for folders of interpreters trained for one
             (default: the one each folder references).
+        sanity_runs: per method name, its explainer trained again on f with another seed
+            and on f~ (``audiointerp sanity`` / the demo's tier): without them a trained
+            explainer's sanity verdict is "not checked".
 
     Methods are named ``<interpreter>_<classifier>``; when two folders give the same name
     (e.g. both add ``energy_conv2d``), the first folder's is evaluated. ``config.methods``
@@ -280,18 +327,22 @@ def evaluate(
                     load_mixture_items(manifest, method, config),
                 )
             clips, mixture_items = inputs[key]
-            row, examples = evaluate_method(
-                method, clips, mixture_items, config, reference_compatible
+            runs = (sanity_runs or {}).get(method.name)
+            row, examples, masks = evaluate_method(
+                method, clips, mixture_items, config, reference_compatible, _load_runs(runs)
             )
             if id(classifier) not in hashes:
                 hashes[id(classifier)] = classifier_id(classifier)
             rows[method.name] = {"classifier_id": hashes[id(classifier)], **row}
             chosen = mixture_items[: config.n_examples]
             staged.save(method, clips, examples, chosen, explain_mixture_examples(method, chosen))
+            staged.save_sanity(method, masks)
     oracle_keys = ("oracle_si_snr", "oracle_si_snri", "n_mixtures")
     first_row = rows[first.name]
+    first_clips = next(iter(inputs.values()))[0]
     result = {
         "methods": rows,
+        "randomized_classifier": randomized_accuracy(first.classifier, first_clips, config),
         "oracle": {key.removeprefix("oracle_"): first_row.get(key) for key in oracle_keys},
         "mixture": {"si_snri": 0.0},
         "reference_compatible": reference_compatible,

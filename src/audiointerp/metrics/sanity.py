@@ -1,12 +1,26 @@
-"""Model-randomisation sanity check (Adebayo et al. 2018, arXiv 1810.03292).
+"""Sanity checks that treat every method as a procedure applied to a model.
 
-An explanation of a classifier must change when the classifier's weights are replaced by
-random ones. We re-initialise every layer of a deep copy (the original is untouched),
-recompute the masks, and measure the Spearman rank correlation between the original and
-the randomised masks, per example. ``sanity_passed`` means the mean correlation is below
-``threshold`` (0.5 by default: at 0.5 or above, the explanation's ordering of the bins
-largely survives the loss of everything the classifier learned). A method that ignores the
-classifier (the ``energy`` control) keeps correlation 1 and is flagged.
+Model randomisation (Adebayo et al. 2018, arXiv 1810.03292): an explanation must depend
+on the classifier it explains. Let f be the classifier and f~ a copy with every layer
+re-initialised (:func:`randomize_weights`). A method E is a procedure: a gradient map is
+computed on f~ as on f; a trained explainer (PIQ, L2I, L-MAC) is *trained again* on f~
+with the same recipe and budget, and once more on f with another seed (E'). Per clip i,
+with s the Spearman rank correlation of the flattened masks (:func:`spearman`):
+
+* reproducibility R_i = s(E_f(x_i), E'_f(x_i)): 1 for a deterministic method;
+* cross-model C_i = s(E_f(x_i), E_f~(x_i));
+* sensitivity D_i = R_i - C_i, with a 95 % bootstrap interval over clips.
+
+A method passes if mean R >= ``min_reproducibility`` and D's interval lies above
+``min_sensitivity`` (0.5 and 0.3: our cut-offs, :class:`SanityCutoffs`): its masks are
+reproducible, and a model that learned nothing gives clearly different ones. A
+classifier-blind method (the energy control, the all-ones mask) fails with D = 0; a fresh
+random mask fails with R ~ 0; a mask that collapses to a constant (e.g. empty) on f~ for
+most clips is no evidence of anything and fails too. Without verdict we also report the
+old check's number (the trained decoder reused unchanged on f~, which mixes the decoder's
+reaction to features it never saw with model dependence), the eMPRT ratio (mask entropy
+on f~ over that on f; Hedstroem et al. 2023, arXiv 2303.08711: above 1 when the
+randomised model's explanation is noisier) and the change of the mean mask value.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,9 +39,22 @@ from torch import Tensor
 from audiointerp.explain import explain
 from audiointerp.interpreters.base import Interpreter
 from audiointerp.metrics.separation import evaluate_mixtures
+from audiointerp.metrics.uncertainty import CONFIDENCE, bootstrap_interval
 from audiointerp.models.base import Classifier
 
-SANITY_THRESHOLD = 0.5
+MIN_REPRODUCIBILITY = 0.5  # our cut-offs (see the module notes); configurable
+MIN_SENSITIVITY = 0.3
+CONSTANT_SPAN = 1e-6  # a mask whose values span less than this is constant
+
+
+@dataclass(frozen=True)
+class SanityCutoffs:
+    """A method passes iff mean R >= ``min_reproducibility`` and the lower end of D's
+    ``confidence`` bootstrap interval is above ``min_sensitivity``."""
+
+    min_reproducibility: float = MIN_REPRODUCIBILITY
+    min_sensitivity: float = MIN_SENSITIVITY
+    confidence: float = CONFIDENCE
 
 
 def randomize_weights(classifier: Classifier, seed: int = 0) -> Classifier:
@@ -85,51 +113,156 @@ def spearman(first: Tensor, second: Tensor) -> Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
+Explainer = tuple[Classifier, Interpreter]  # a method applied to a model
+
+
+def reseeded(interpreter: Interpreter, offset: int = 1) -> Interpreter:
+    """The same method with its ``seed`` moved by ``offset`` (the random control), or the
+    interpreter itself when it has no seed (a deterministic method: R = 1)."""
+    config = interpreter.config_dict()
+    if "seed" not in config:
+        return interpreter
+    classifier = getattr(interpreter, "classifier", None)
+    rebuilt = type(interpreter).from_config({**config, "seed": config["seed"] + offset}, classifier)
+    rebuilt.load_state_dict(interpreter.state_dict())
+    return rebuilt.eval()
+
+
+def mask_entropy(mask: Tensor) -> Tensor:
+    """Shannon entropy (nats) of each mask normalised to sum 1, (B, ...) -> (B,); NaN for
+    an all-zero mask (no distribution to measure)."""
+    flat = mask.detach().flatten(1).double().clamp_min(0.0)
+    total = flat.sum(dim=1, keepdim=True)
+    p = flat / total
+    entropy = -(p * torch.log(p.clamp_min(1e-300))).sum(dim=1)
+    return torch.where(total.squeeze(1) > 0, entropy, torch.full_like(entropy, math.nan)).float()
+
+
+def sanity_verdict(
+    reproducibility: np.ndarray,
+    cross_model: np.ndarray,
+    collapsed: float,
+    cutoffs: SanityCutoffs,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The verdict and its reason from per-clip R and C and the fraction of clips whose
+    mask varies on f but is constant on f~ (see the module notes)."""
+    sensitivity = reproducibility - cross_model
+    low, high = bootstrap_interval(sensitivity, cutoffs.confidence, seed=seed)
+    r, d = float(reproducibility.mean()), float(sensitivity.mean())
+    passed = False
+    if r < cutoffs.min_reproducibility:
+        reason = f"not reproducible (mean R < {cutoffs.min_reproducibility})"
+    elif collapsed > 0.5:
+        reason = f"its mask on f~ is constant for {collapsed:.0%} of clips"
+    elif high < cutoffs.min_sensitivity and low <= 0.0:
+        reason = "blind to the model (D ~ 0)"
+    elif low <= cutoffs.min_sensitivity:
+        reason = f"too little model dependence (D's interval not above {cutoffs.min_sensitivity})"
+    else:
+        passed, reason = True, "reproducible and model-dependent"
+    return {
+        "passed": passed,
+        "reason": f"{reason}: R {r:.2f}, D {d:.2f} [{low:.2f}, {high:.2f}]",
+        "reproducibility": r,
+        "cross_model": float(cross_model.mean()),
+        "sensitivity": d,
+        "sensitivity_interval": [low, high],
+    }
+
+
 def sanity_check(
     classifier: Classifier,
     interpreter: Interpreter,
     waveforms: Tensor,
+    second: Explainer | None = None,
+    randomized: Explainer | None = None,
     mixtures: Sequence[dict] | None = None,
-    threshold: float = SANITY_THRESHOLD,
+    cutoffs: SanityCutoffs | None = None,
     seed: int = 0,
     batch_size: int = 4,
     si_snri_before: float | None = None,
 ) -> dict[str, Any]:
-    """Compare masks (and mixture SI-SNRi) of the classifier and of a randomised copy.
+    """R, C and D of one method on ``waveforms`` (B, N), the verdict and the diagnostics.
 
     Args:
-        classifier: the explained classifier (left untouched: a copy is randomised).
-        interpreter: its interpreter.
-        waveforms: (B, N) clips whose masks (for the predicted class) are compared.
-        mixtures: optional mixture items; adds SI-SNRi before/after and the drop.
-        threshold: ``sanity_passed`` iff the mean rank correlation is below it.
-        si_snri_before: the explainer's mixture SI-SNRi if already computed (saves a pass).
+        classifier, interpreter: the method on the explained classifier f (untouched).
+        second: the method again with another seed, E'_f; default: :func:`reseeded`. A
+            trained explainer has no default (it must be trained again).
+        randomized: the method on f~, E_f~; default: f~ = ``randomize_weights(classifier,
+            seed)`` with the interpreter bound to it (:func:`bind_interpreter`). A trained
+            explainer has no default (it must be trained again on f~).
+        mixtures: optional mixture items; SI-SNRi of E_f~ (or of the reused decoder) too.
+        si_snri_before: the method's mixture SI-SNRi if already computed (saves a pass).
 
     Returns:
-        {"rank_correlation", "sanity_passed", "threshold"} and, with mixtures,
-        {"si_snri", "si_snri_randomized", "si_snri_drop"}.
+        ``passed`` (None when a trained explainer came without its runs: not checked),
+        ``reason``, ``reproducibility``, ``cross_model``, ``sensitivity`` (means),
+        ``sensitivity_interval``, per-clip ``R`` and ``C``; the diagnostics
+        ``reused_correlation``, ``empirt_ratio``, ``mask_mean_change``; with mixtures
+        ``si_snri``, ``si_snri_randomized``, ``si_snri_drop``; and ``masks`` (the first
+        clip's spectrogram and its masks under f, f with the other seed and f~).
     """
+    cutoffs = cutoffs or SanityCutoffs()
+    trained = interpreter.capabilities.needs_training
+    if second is None and not trained:
+        second = (classifier, reseeded(interpreter))
     random_classifier = randomize_weights(classifier, seed)
-    random_interpreter = bind_interpreter(interpreter, classifier, random_classifier)
-    correlations = []
+    reused = (random_classifier, bind_interpreter(interpreter, classifier, random_classifier))
+    if randomized is None and not trained:
+        randomized = reused
+    masks: dict[str, list[Tensor]] = {"f": [], "reused": [], "second": [], "randomized": []}
+    magnitudes = []
     for start in range(0, len(waveforms), batch_size):
-        batch = waveforms[start : start + batch_size]
-        original = explain(classifier, interpreter, batch)
-        # the copy's feature extractor is the original's: share the STFT
-        randomized = explain(random_classifier, random_interpreter, original.features)
-        correlations.append(spearman(original.mask, randomized.mask))
-    correlation = float(torch.cat(correlations).mean())
+        original = explain(classifier, interpreter, waveforms[start : start + batch_size])
+        features = original.features  # every copy shares the STFT (one feature config)
+        masks["f"].append(original.mask)
+        magnitudes.append(original.features.magnitude)
+        done = {(classifier, interpreter): original.mask}  # a deterministic method's E'_f
+        for key, pair in (("reused", reused), ("second", second), ("randomized", randomized)):
+            if pair is not None:
+                if pair not in done:
+                    done[pair] = explain(*pair, features).mask
+                masks[key].append(done[pair])
+    stacked = {key: torch.cat(values) for key, values in masks.items() if values}
     result: dict[str, Any] = {
-        "rank_correlation": correlation,
-        "sanity_passed": correlation < threshold,
-        "threshold": threshold,
+        "reused_correlation": float(spearman(stacked["f"], stacked["reused"]).mean()),
+        "masks": {
+            "magnitude": torch.cat(magnitudes)[0],
+            **{key: value[0] for key, value in stacked.items()},
+        },
     }
+    if second is None or randomized is None:
+        result.update(
+            passed=None,
+            reason="not checked: a trained explainer must be trained again on f~ and with "
+            "another seed (audiointerp sanity, or the demo's sanity tier)",
+        )
+    else:
+        r = spearman(stacked["f"], stacked["second"]).double().numpy()
+        c = spearman(stacked["f"], stacked["randomized"]).double().numpy()
+        constant = {
+            key: (flat.amax(1) - flat.amin(1)) < CONSTANT_SPAN
+            for key, flat in ((k, stacked[k].flatten(1)) for k in ("f", "randomized"))
+        }  # a mask that varies on f but is constant on f~ has collapsed
+        collapsed = float((constant["randomized"] & ~constant["f"]).float().mean())
+        entropy = (
+            mask_entropy(stacked["randomized"]).nanmean() / mask_entropy(stacked["f"]).nanmean()
+        )
+        result |= sanity_verdict(r, c, collapsed, cutoffs, seed)
+        result |= {
+            "R": r.tolist(),
+            "C": c.tolist(),
+            "empirt_ratio": float(entropy),
+            "mask_mean_change": float(stacked["randomized"].mean() - stacked["f"].mean()),
+        }
     if mixtures:
         before = si_snri_before
         if before is None:
-            scores = evaluate_mixtures(classifier, interpreter, mixtures, batch_size)
-            before = scores.summary()["si_snri"]
-        scores = evaluate_mixtures(random_classifier, random_interpreter, mixtures, batch_size)
-        after = scores.summary()["si_snri"]
+            before = evaluate_mixtures(classifier, interpreter, mixtures, batch_size).summary()[
+                "si_snri"
+            ]
+        pair = randomized if randomized is not None else reused
+        after = evaluate_mixtures(*pair, mixtures, batch_size).summary()["si_snri"]
         result.update(si_snri=before, si_snri_randomized=after, si_snri_drop=before - after)
     return result

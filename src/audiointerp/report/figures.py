@@ -150,3 +150,42 @@ def explanation_pngs(
     }
     pictures["mask"] = mask_png(mask, f"mask ({domain} domain)", seconds, max_khz)
     return pictures
+
+
+def sanity_png(
+    masks: dict[str, np.ndarray],
+    reproducibility: list[float],
+    cross_model: list[float],
+    cutoffs: tuple[float, float],
+    verdict: str,
+    seconds: float,
+    max_khz: float,
+) -> bytes:
+    """Why a method passed or failed the sanity check: the first clip's spectrogram and
+    its masks under f, under f with another seed and under the randomised f~ (those
+    computed), then the per-clip R and C with the cut-offs (minimum mean R; D = R - C must
+    exceed the second); ``verdict`` is the title."""
+    panels = [("f", "mask under f"), ("second", "f, another seed"), ("randomized", "f~")]
+    shown = [(key, title) for key, title in panels if key in masks]
+    figure = _figure((2.4 * (len(shown) + 2), 2.6))
+    extent = (0.0, seconds, 0.0, max_khz)
+    width = 1.0 / (len(shown) + 2)
+    axis = figure.add_axes((0.04, 0.17, 0.8 * width, 0.6))
+    _show(axis, np.log1p(masks["magnitude"]), "input", extent, ("magma", 0.0, None), 8)
+    for column, (key, title) in enumerate(shown, start=1):
+        axis = figure.add_axes((0.04 + column * width, 0.17, 0.8 * width, 0.6))
+        _show(axis, masks[key], title, extent, ("viridis", 0.0, 1.0), 8, "nearest")
+        axis.set_yticks([])
+    for axis in figure.axes:
+        axis.tick_params(labelsize=6)
+    axis = figure.add_axes((0.04 + (len(shown) + 1) * width + 0.02, 0.17, 0.75 * width, 0.6))
+    bins = np.linspace(-1.0, 1.0, 21)
+    if reproducibility:
+        axis.hist(reproducibility, bins, alpha=0.6, label="R", color="#2a7")
+        axis.hist(cross_model, bins, alpha=0.6, label="C", color="#c52")
+        axis.axvline(cutoffs[0], color="#2a7", linestyle="--", linewidth=1)
+        axis.legend(fontsize=6)
+    axis.set_title(f"R, C per clip (R >= {cutoffs[0]}, D > {cutoffs[1]})", fontsize=7)
+    axis.tick_params(labelsize=6)
+    figure.suptitle(verdict, fontsize=8, x=0.02, ha="left")
+    return _png(figure, DPI)

@@ -3,7 +3,8 @@
 Reads ``metrics.json`` and ``examples/`` written by :func:`audiointerp.evaluation.evaluate`
 and writes ``report/``: ``index.html`` (summary table; per method a few examples with the
 input, the explanation and the removed part as audio players beside their spectrograms
-and the mask), ``audio/`` (WAV copies) and ``img/`` (PNGs). The folder is built beside the
+and the mask; and its sanity figure, :func:`~audiointerp.report.figures.sanity_png`),
+``audio/`` (WAV copies) and ``img/`` (PNGs). The folder is built beside the
 target and swapped in, so a re-run replaces it entirely (no stale files).
 """
 
@@ -26,10 +27,11 @@ from audiointerp.evaluation import (
     EXAMPLES_INDEX,
     METRIC_DIRECTIONS,
     METRICS_JSON,
+    SANITY_MASKS,
     metric_ranks,
 )
 from audiointerp.io import replace_folder
-from audiointerp.report.figures import explanation_pngs
+from audiointerp.report.figures import explanation_pngs, sanity_png
 
 REPORT_DIR = "report"
 SUMMARY_COLUMNS = {
@@ -45,7 +47,10 @@ SUMMARY_COLUMNS = {
     "oracle_si_snri": "oracle SI-SNRi (dB)",
     "si_snri_oracle_fraction": "fraction of oracle",
     "sanity_passed": "sanity check",
-    "sanity_rank_correlation": "rank corr. (randomised)",
+    "sanity_reproducibility": "R (reproducibility)",
+    "sanity_sensitivity": "D (model sensitivity)",
+    "sanity_reused_correlation": "rank corr., decoder reused on f~ (diagnostic)",
+    "sanity_empirt_ratio": "eMPRT ratio (diagnostic)",
     "clips_per_s": "clips/s",
 }
 STYLE = """
@@ -67,16 +72,20 @@ audio { display: block; width: 340px; } img { display: block; width: 340px; }
 """
 
 
-def _format(value: Any) -> tuple[str, str, str]:
-    """(text, data-value, css class) of one table cell."""
+def _format(value: Any, interval: Any = None) -> tuple[str, str, str]:
+    """(text, data-value, css class) of one table cell; a mean with its 95 % interval as
+    mean ± half-width."""
     if isinstance(value, bool):
         return (
-            ("pass" if value else "FLAGGED"),
+            ("pass" if value else "FAIL"),
             str(value).lower(),
             ("passed" if value else "flagged"),
         )
     if isinstance(value, (int, float)):
-        return f"{value:.4g}", repr(float(value)), ""
+        text = f"{value:.4g}"
+        if isinstance(interval, list) and all(isinstance(v, (int, float)) for v in interval):
+            text += f" ± {(interval[1] - interval[0]) / 2:.2g}"
+        return text, repr(float(value)), ""
     return "–", "", ""
 
 
@@ -93,7 +102,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
     for name, row in metrics["methods"].items():
         cells = [f'<td class="classifier">{escape(str(row.get("classifier_id", "–")))}</td>']
         for key in SUMMARY_COLUMNS:
-            text, value, css = _format(row.get(key))
+            interval = row.get(f"{key}_ci", row.get(f"{key}_interval"))
+            text, value, css = _format(row.get(key), interval)
             attrs = f' data-key="{key}" data-value="{escape(value)}"'
             rank = ranks.get(key, {}).get(name)
             if rank is not None:
@@ -220,9 +230,10 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                 _render_example(entry, examples_dir, staging, f"{name}_{i}")
                 for i, entry in enumerate(tqdm(entries, desc=f"report {name}", disable=None))
             ]
+            sanity = _render_sanity(name, metrics, examples_dir, staging)
             sections.append(
                 f'<section class="method" id="m-{escape(name)}"><h2>{escape(name)}</h2>'
-                f"{''.join(rendered) or '<p>no saved examples</p>'}</section>"
+                f"{sanity}{''.join(rendered) or '<p>no saved examples</p>'}</section>"
             )
         page = _page(metrics, summary_table(metrics), "".join(sections))
         (staging / "index.html").write_text(page, encoding="utf-8")
@@ -232,16 +243,42 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     return out / "index.html"
 
 
+def _render_sanity(name: str, metrics: dict[str, Any], examples_dir: Path, staging: Path) -> str:
+    """The sanity figure of one method (masks under f, f with another seed, f~; R and C
+    per clip) and its verdict with the reason, if the evaluation saved its masks."""
+    path = examples_dir / name / SANITY_MASKS
+    row = metrics["methods"][name]
+    if not path.is_file() or "sanity_reason" not in row:
+        return ""
+    verdict = {True: "pass", False: "FAIL", None: "not checked"}[row.get("sanity_passed")]
+    text = f"Sanity check: {verdict}, {row['sanity_reason']} [{row.get('sanity_tier')}]"
+    with np.load(path) as arrays:
+        masks = {key: arrays[key].astype(np.float32) for key in arrays.files}
+    seconds, rate = float(masks.pop("seconds")), float(masks.pop("sample_rate"))
+    low, high = row.get("sanity_cutoffs") or (0.5, 0.3)
+    r, c = row.get("sanity_R") or [], row.get("sanity_C") or []
+    png = sanity_png(masks, r, c, (low, high), text, seconds, rate / 2000)
+    image = f"img/{name}_sanity.png"
+    (staging / image).write_bytes(png)
+    return (
+        f'<figure class="sanity"><img src="{escape(image)}" alt="{escape(text)}">'
+        f"<figcaption>{escape(text)}</figcaption></figure>"
+    )
+
+
 def _page(metrics: dict[str, Any], table: str, sections: str) -> str:
     flagged = [n for n, row in metrics["methods"].items() if row.get("sanity_passed") is False]
     notes = (
         "AI, AD, AG, FF and Fid-In compare the classifier on the input, on the explanation "
         "(mask-in) and on the removed part (mask-out); SPS and COMP describe the mask. "
         "SI-SNRi: explanation of each source's class in two-class mixtures against that "
-        "source, beside the ideal-ratio-mask oracle. Sanity check: the classifier's weights "
-        "are re-initialised; a method whose masks keep a rank correlation of at least "
-        f"{metrics['methods'][next(iter(metrics['methods']))].get('sanity_threshold', 0.5)} "
-        "with the original ones is flagged."
+        "source, beside the ideal-ratio-mask oracle. ± : half the 95 % bootstrap interval "
+        "over clips or mixtures. Sanity check: each method is applied to f and to f~, the "
+        "same classifier with every layer re-initialised (a trained explainer is trained "
+        "again on f~, and once more on f with another seed); R = rank correlation of the "
+        "masks of two runs on f, C = of the runs on f and f~, D = R - C. A method passes "
+        "if mean R >= 0.5 and D's 95 % interval lies above 0.3 (our cut-offs); each "
+        "method's section shows why."
     )
     formulas = "reference-compatible" if metrics.get("reference_compatible") else "corrected"
     return (
@@ -253,6 +290,6 @@ def _page(metrics: dict[str, Any], table: str, sections: str) -> str:
         f"{escape(str(metrics.get('test_folds', '')))}; mixtures: "
         f"{escape(str(metrics.get('mixtures', '')))}; metric formulas: {formulas}.</p>"
         f"<h2>Summary</h2>{table}<p>{escape(notes)}</p>"
-        f"<p>Flagged by the sanity check: {escape(', '.join(flagged) or 'none')}.</p>"
+        f"<p>Failing the sanity check: {escape(', '.join(flagged) or 'none')}.</p>"
         f"{sections}</body></html>\n"
     )
