@@ -30,17 +30,9 @@ def bootstrap_interval(
 
     One value gives a zero-width interval; none gives (nan, nan).
     """
-    assert 0.0 < confidence < 1.0, confidence
     known = np.asarray(values, dtype=np.float64)
     known = known[~np.isnan(known)]
-    if len(known) == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(known), size=(resamples, len(known)))
-    means = known[picks].mean(axis=1)
-    tail = (1.0 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    return bootstrap_ratio_interval(known, np.ones_like(known), confidence, resamples, seed)
 
 
 def bootstrap_ratio_interval(
@@ -52,6 +44,7 @@ def bootstrap_ratio_interval(
 ) -> tuple[float, float]:
     """The bootstrap interval of mean(numerator) / mean(denominator), items resampled in
     pairs (e.g. a method's SI-SNRi as a fraction of the oracle's on the same mixtures)."""
+    assert 0.0 < confidence < 1.0, confidence
     a, b = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
     assert a.shape == b.shape, (a.shape, b.shape)
     if len(a) == 0:
