@@ -125,11 +125,13 @@ def evaluate_method(
     config: EvalConfig,
     reference_compatible: bool = False,
     runs: tuple[Explainer, Explainer, str] | None = None,
+    random_classifier: Classifier | None = None,
 ) -> tuple[dict[str, Any], list[Example], dict[str, Tensor]]:
     """Metrics of one method (each mean with its 95 % bootstrap interval over clips or
     mixtures), the examples of its first ``n_examples`` clips, and the sanity check's
     masks of its first clip. ``runs``: a trained explainer trained again (on f with
-    another seed, on f~) and the tier that trained them, for the sanity check."""
+    another seed, on f~) and the tier that trained them, for the sanity check;
+    ``random_classifier``: the check's f~, if already made."""
     waveforms, labels, _ = clips
     parts = inference_parts(method)  # the sanity check randomises copies of the originals
     per_example: dict[str, list[Tensor]] = {name: [] for name in METRIC_NAMES}
@@ -174,10 +176,11 @@ def evaluate_method(
     si_snri_before = None
     if mixtures:
         scores = evaluate_mixtures(*parts, mixtures, config.batch_size)
-        si_snri_before = scores.summary()["si_snri"]
+        summary = scores.summary()
+        si_snri_before = summary["si_snri"]
         per_mixture = scores.si_snri.mean(dim=1).double().numpy()
         oracle = scores.oracle_si_snri.mean(dim=1).double().numpy()
-        row |= scores.summary() | {
+        row |= summary | {
             "si_snri_ci": list(bootstrap_interval(per_mixture)),
             "si_snri_per_mixture": per_mixture.tolist(),
             "si_snri_oracle_fraction_ci": list(bootstrap_ratio_interval(per_mixture, oracle)),
@@ -195,6 +198,7 @@ def evaluate_method(
         seed=config.seed,
         batch_size=config.batch_size,
         si_snri_before=si_snri_before if len(sanity_mixtures) == len(mixtures) else None,
+        random_classifier=random_classifier,
     )
     row |= {f"sanity_{key}": value for key, value in sanity.items() if key != "masks"}
     row |= {
@@ -219,19 +223,18 @@ def _load_runs(runs: SanityRuns | None) -> tuple[Explainer, Explainer, str] | No
 
 
 def randomized_accuracy(
-    classifier: Classifier, clips: tuple[Tensor, Tensor, list[str]], config: EvalConfig
+    random_classifier: Classifier, clips: tuple[Tensor, Tensor, list[str]], batch_size: int
 ) -> dict[str, float]:
     """Test accuracy of the randomised classifier f~ of the sanity check, beside chance:
     f~ must have learned nothing for the check to mean anything."""
     waveforms, labels, _ = clips
-    random_classifier = randomize_weights(classifier, config.seed)
     correct = 0
     with torch.no_grad():
-        for start in range(0, len(waveforms), config.batch_size):
-            batch = waveforms[start : start + config.batch_size]
+        for start in range(0, len(waveforms), batch_size):
+            batch = waveforms[start : start + batch_size]
             prediction = classify_waveforms(random_classifier, batch)[1].prediction.cpu()
             correct += int((prediction == labels[start : start + len(batch)]).sum())
-    return {"accuracy": correct / len(waveforms), "chance": 1 / classifier.n_classes}
+    return {"accuracy": correct / len(waveforms), "chance": 1 / random_classifier.n_classes}
 
 
 def explain_mixture_examples(method: Method, mixtures: list[dict]) -> list[Example]:
@@ -316,6 +319,7 @@ def evaluate(
     rows: dict[str, dict[str, Any]] = {}
     inputs: dict[tuple, tuple[tuple[Tensor, Tensor, list[str]], list[dict]]] = {}
     hashes: dict[int, str] = {}  # id(classifier) -> classifier_id
+    randomized: dict[str, Classifier] = {}  # classifier_id -> the sanity check's f~
     with StagedExamples(out) as staged:
         for method in methods.values():
             classifier = method.classifier
@@ -327,13 +331,16 @@ def evaluate(
                     load_mixture_items(manifest, method, config),
                 )
             clips, mixture_items = inputs[key]
-            runs = (sanity_runs or {}).get(method.name)
-            row, examples, masks = evaluate_method(
-                method, clips, mixture_items, config, reference_compatible, _load_runs(runs)
-            )
             if id(classifier) not in hashes:
                 hashes[id(classifier)] = classifier_id(classifier)
-            rows[method.name] = {"classifier_id": hashes[id(classifier)], **row}
+            clf = hashes[id(classifier)]
+            if clf not in randomized:  # one f~ per classifier (folders hold copies of one)
+                randomized[clf] = randomize_weights(classifier, config.seed)
+            runs = _load_runs((sanity_runs or {}).get(method.name))
+            row, examples, masks = evaluate_method(
+                method, clips, mixture_items, config, reference_compatible, runs, randomized[clf]
+            )
+            rows[method.name] = {"classifier_id": clf, **row}
             chosen = mixture_items[: config.n_examples]
             staged.save(method, clips, examples, chosen, explain_mixture_examples(method, chosen))
             staged.save_sanity(method, masks)
@@ -342,7 +349,9 @@ def evaluate(
     first_clips = next(iter(inputs.values()))[0]
     result = {
         "methods": rows,
-        "randomized_classifier": randomized_accuracy(first.classifier, first_clips, config),
+        "randomized_classifier": randomized_accuracy(
+            randomized[hashes[id(first.classifier)]], first_clips, config.batch_size
+        ),
         "oracle": {key.removeprefix("oracle_"): first_row.get(key) for key in oracle_keys},
         "mixture": {"si_snri": 0.0},
         "reference_compatible": reference_compatible,

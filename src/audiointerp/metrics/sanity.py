@@ -182,6 +182,7 @@ def sanity_check(
     seed: int = 0,
     batch_size: int = 4,
     si_snri_before: float | None = None,
+    random_classifier: Classifier | None = None,
 ) -> dict[str, Any]:
     """R, C and D of one method on ``waveforms`` (B, N), the verdict and the diagnostics.
 
@@ -194,6 +195,8 @@ def sanity_check(
             explainer has no default (it must be trained again on f~).
         mixtures: optional mixture items; SI-SNRi of E_f~ (or of the reused decoder) too.
         si_snri_before: the method's mixture SI-SNRi if already computed (saves a pass).
+        random_classifier: f~ if already made (``randomize_weights(classifier, seed)``;
+            methods on one classifier share it).
 
     Returns:
         ``passed`` (None when a trained explainer came without its runs: not checked),
@@ -207,7 +210,8 @@ def sanity_check(
     trained = interpreter.capabilities.needs_training
     if second is None and not trained:
         second = (classifier, reseeded(interpreter))
-    random_classifier = randomize_weights(classifier, seed)
+    if random_classifier is None:
+        random_classifier = randomize_weights(classifier, seed)
     reused = (random_classifier, bind_interpreter(interpreter, classifier, random_classifier))
     if randomized is None and not trained:
         randomized = reused

@@ -186,18 +186,21 @@ class WinogradConv2d(_WinogradWeight, nn.Conv2d):
 class WinogradConvTranspose2d(_WinogradWeight, AffineInputConvTranspose2d):
     """``nn.ConvTranspose2d`` (stride 2, kernel 3 or 4) by Winograd: its four output phases
     are kernel-2 convolutions (:mod:`audiointerp.models.winograd`); the same sizes and
-    math as the stock layer. An absorbed input affine map is applied while the input is
-    padded (no extra pass, no shift map)."""
+    math as the stock layer. An absorbed input affine map is applied per channel while the
+    input's tiles are gathered (no extra pass, and no shift map: ``input_shift`` stays
+    None)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.input_scale: Tensor | None
+        self.input_scale: Tensor | None  # (C_in,) each: the absorbed affine map
+        self.input_offset: Tensor | None
         self.register_buffer("input_scale", None, persistent=False)
+        self.register_buffer("input_offset", None, persistent=False)
 
     def absorb_input_affine(self, scale: Tensor, shift: Tensor) -> None:
         """Compute ``layer(scale * x + shift)`` from then on (scale, shift: (C_in,))."""
         assert self.input_scale is None, "one affine map per layer"
-        self.input_scale, self.input_shift = scale.clone(), shift.clone()
+        self.input_scale, self.input_offset = scale.clone(), shift.clone()
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, H_out, W_out), the stock layer's sizes."""
@@ -207,8 +210,8 @@ class WinogradConvTranspose2d(_WinogradWeight, AffineInputConvTranspose2d):
         sizes = zip(input.shape[2:], self.padding, self.kernel_size, extra, strict=True)
         size = tuple(2 * (n - 1) - 2 * p + k + e for n, p, k, e in sizes)
         affine = None
-        if self.input_scale is not None and self.input_shift is not None:
-            affine = (self.input_scale, self.input_shift)
+        if self.input_scale is not None and self.input_offset is not None:
+            affine = (self.input_scale, self.input_offset)
         return winograd.conv_transpose2d_stride2(
             input,
             self._winograd_weight(winograd.transposed_phase_weight),
