@@ -76,6 +76,11 @@ def _trained_methods(out: Path, data: Path) -> list[TrainedMethod]:
     ]
 
 
+def _run_folder(out: Path, method: TrainedMethod) -> Path:
+    """Where the demo trains ``method``: ``out/<interpreter>`` (``out/lmac``, ...)."""
+    return out / method.name.split("_")[0]
+
+
 def _demo_epochs(methods: list[TrainedMethod]) -> dict[str, int]:
     """A quarter of each recipe's epochs (at least one): the demo tier's budget."""
     return {
@@ -113,8 +118,8 @@ def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -
     methods = _trained_methods(out, data)
     models = []
     for method in methods:
-        folder = out / method.name.split("_")[0]
-        title = f"{method.name.split('_')[0].upper()} interpreter"
+        folder = _run_folder(out, method)
+        title = f"{folder.name.upper()} interpreter"
         argv = [str(method.hparams), *method.overrides, f"--output_folder={folder}"]
         argv.append(f"--classifier_folder={classifier / 'model'}")
         _stage(title, folder, lambda argv=argv: train(argv))
@@ -146,13 +151,12 @@ def run_sanity(out: Path, data_folder: Path | None = None) -> Path:
     start = time.perf_counter()
     data = Path(data_folder) if data_folder else ensure_synthetic()
     classifier = out / "conv2d" / "model"
-    models = [out / name / "model" for name in ("l2i", "piq", "lmac")]
+    methods = _trained_methods(out, data)
+    models = [_run_folder(out, method) / "model" for method in methods]
     missing = [str(m) for m in (classifier, *models) if not (m / "config.yaml").is_file()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)}: run `make demo` first")
-    runs = train_sanity_runs(
-        _trained_methods(out, data), classifier, out / "sanity_full", tier="make sanity"
-    )
+    runs = train_sanity_runs(methods, classifier, out / "sanity_full", tier="make sanity")
     print(f"   sanity tier trained in {time.perf_counter() - start:.0f} s")
     evaluation = out / "evaluation_sanity"
     config = EvalConfig(methods=EVAL_METHODS)

@@ -23,6 +23,7 @@ from audiointerp.evaluation.table import (
     format_table,
     metric_ranks,
     rank_methods,
+    sanity_summary,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "format_table",
     "metric_ranks",
     "rank_methods",
+    "sanity_summary",
 ]

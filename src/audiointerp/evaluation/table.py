@@ -162,9 +162,14 @@ def sanity_lines(result: dict[str, Any]) -> list[str]:
     for name, row in result["methods"].items():
         if "sanity_reason" not in row:
             continue
-        verdict = {True: "pass", False: "FAIL", None: "not checked"}[row.get("sanity_passed")]
-        lines.append(f"  {name}: {verdict}, {row['sanity_reason']} [{row.get('sanity_tier')}]")
+        lines.append(f"  {name}: {sanity_summary(row)}")
     return lines
+
+
+def sanity_summary(row: dict[str, Any]) -> str:
+    """A method's sanity verdict, its reason and its tier: "FAIL, blind to ... [eval]"."""
+    verdict = {True: "pass", False: "FAIL", None: "not checked"}[row.get("sanity_passed")]
+    return f"{verdict}, {row['sanity_reason']} [{row.get('sanity_tier')}]"
 
 
 def _table_line(label: str, cells: Iterable[str], width: int) -> str:

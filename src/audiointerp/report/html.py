@@ -29,6 +29,7 @@ from audiointerp.evaluation import (
     METRICS_JSON,
     SANITY_MASKS,
     metric_ranks,
+    sanity_summary,
 )
 from audiointerp.io import replace_folder
 from audiointerp.report.figures import explanation_pngs, sanity_png
@@ -250,8 +251,7 @@ def _render_sanity(name: str, metrics: dict[str, Any], examples_dir: Path, stagi
     row = metrics["methods"][name]
     if not path.is_file() or "sanity_reason" not in row:
         return ""
-    verdict = {True: "pass", False: "FAIL", None: "not checked"}[row.get("sanity_passed")]
-    text = f"Sanity check: {verdict}, {row['sanity_reason']} [{row.get('sanity_tier')}]"
+    text = f"Sanity check: {sanity_summary(row)}"
     with np.load(path) as arrays:
         masks = {key: arrays[key].astype(np.float32) for key in arrays.files}
     seconds, rate = float(masks.pop("seconds")), float(masks.pop("sample_rate"))
