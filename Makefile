@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo sanity serve test lint clean
+.PHONY: install demo sanity sanity-data serve test lint clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: install
 # After `make demo`: the sanity check's slower tier (full-budget retraining, ~30 min).
 sanity: install
 	$(PY) -m audiointerp sanity
+
+# After `make sanity`: data randomisation (a classifier trained on shuffled labels).
+sanity-data: install
+	$(PY) -m audiointerp sanity --data_randomization
 
 # After `make demo`: the page on the demo's three interpreters, its mixtures and report.
 DEMO ?= runs/demo

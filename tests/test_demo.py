@@ -23,6 +23,10 @@ TINY = {  # 1-s clips at a 8-ms hop: 126 frames x 129 bins
     },
     "piq_demo.yaml": {"interpreter": {"n_keys": 6}, "train": {"epochs": 1, "batch_size": 3}},
     "lmac_demo.yaml": {"train": {"epochs": 1, "batch_size": 3}},
+    "conv2d_permuted.yaml": {
+        "classifier": {"dim": 4, "lin_neurons": 8, "features": TINY_FEATURES},
+        "train": {"epochs": 2, "batch_size": 4, "scheduler": "none", "lr": 0.01},
+    },
 }
 
 
@@ -69,3 +73,20 @@ def test_demo_runs_every_stage_then_reuses_them(
     full = yaml.safe_load((out / "evaluation_sanity" / "metrics.json").read_text())
     assert full["methods"]["lmac_conv2d"]["sanity_tier"] == "make sanity, the recipe's budget"
     assert (out / "evaluation_sanity" / "report" / "index.html").is_file()
+
+    shuffle = ["sanity", "--data_randomization", "--out", str(out), "--data_folder", str(data)]
+    assert main(shuffle) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("_seed: reusing ") == 3  # the runs on f are shared with `sanity`
+    shuffled = yaml.safe_load((out / "evaluation_data_randomization" / "metrics.json").read_text())
+    permuted = out / "sanity_full" / "permuted_classifier"
+    assert shuffled["randomized_classifier"]["source"] == str(permuted / "model")
+    fit = yaml.safe_load((permuted / "fit.json").read_text())
+    assert 0.0 <= fit["train_accuracy"] <= 1.0 and fit["chance"] == pytest.approx(1 / 3)
+    assert f"fits {100 * fit['train_accuracy']:.1f} % of the shuffled training labels" in printed
+    rows = shuffled["methods"]
+    for name in ("l2i_conv2d", "piq_conv2d", "lmac_conv2d"):
+        tier = "make sanity, data randomisation, the recipe's budget"
+        assert rows[name]["sanity_tier"] == tier
+        assert (out / "sanity_full" / f"{name}_permuted" / "model" / "config.yaml").is_file()
+    assert "trained on shuffled labels" in printed

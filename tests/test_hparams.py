@@ -23,6 +23,7 @@ from audiointerp.training.tasks import InterpreterTask
 
 RECIPES = {
     "conv2d.yaml": "classifier", "cnn14.yaml": "classifier", "conv2d_demo.yaml": "classifier",
+    "conv2d_permuted.yaml": "classifier",
     "nmf.yaml": "nmf", "nmf_demo.yaml": "nmf", "piq.yaml": "piq", "piq_demo.yaml": "piq",
     "l2i_conv2dclassifier.yaml": "l2i", "l2i_cnn14.yaml": "l2i", "l2i_demo.yaml": "l2i",
     "lmac_conv2d.yaml": "lmac", "lmac_cnn14.yaml": "lmac", "lmac_demo.yaml": "lmac",
@@ -73,20 +74,26 @@ def test_demo_values() -> None:
         l2i.interpreter.relevance_threshold == 0.2
         and l2i.interpreter.nmf_hparams == "nmf_demo.yaml"
     )
-    assert (l2i.train.epochs, l2i.train.lr, l2i.train.weight_decay) == (8, 2e-3, 1e-4)
+    assert (l2i.train.epochs, l2i.train.lr, l2i.train.weight_decay) == (5, 2e-3, 1e-4)
 
     piq = load("piq_demo.yaml")
     assert (piq.interpreter.n_keys, piq.interpreter.loud_threshold) == (200, 0.35)
     assert piq.interpreter.reseed_dead_codes and piq.interpreter.loud_weight == 1.0
-    assert (piq.train.epochs, piq.train.batch_size, piq.train.lr) == (10, 8, 4e-3)
+    assert (piq.train.epochs, piq.train.batch_size, piq.train.lr) == (5, 8, 4e-3)
     assert piq.train.scheduler == NoSchedule() and piq.mixing.prob == 0.0
 
     lmac = load("lmac_demo.yaml")
     assert (lmac.interpreter.width, lmac.interpreter.guidance_weight) == (0.125, 40.0)
     assert lmac.interpreter.class_conditional and lmac.interpreter.loud_weight == 1.0
     assert (lmac.interpreter.mask_in_weight, lmac.interpreter.l1_weight) == (4.0, 6.4)
-    assert (lmac.mixing.prob, lmac.train.epochs, lmac.train.lr) == (0.75, 28, 8e-3)
+    assert (lmac.mixing.prob, lmac.train.epochs, lmac.train.lr) == (0.75, 26, 8e-3)
     assert lmac.classifier_hparams == "conv2d_demo.yaml" and lmac.n_interpretations == 4
+
+    permuted = load("conv2d_permuted.yaml")  # data randomisation: fit the shuffled train folds
+    assert permuted.classifier == classifier.classifier
+    assert permuted.splits.valid_folds == permuted.splits.train_folds == [1, 2, 3]
+    assert permuted.train.scheduler == CyclicSchedule(base_lr=3e-3, max_lr=3e-3, step_size=75)
+    assert (permuted.train.epochs, permuted.train.weight_decay) == (80, 0.0)
 
 
 def test_reference_values() -> None:

@@ -379,13 +379,16 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     sanity.add_argument("--out", type=Path, default=Path("runs/demo"), help="demo folder")
     sanity.add_argument("--data_folder", type=Path,
                         help="ESC-50-layout folder (default: synthetic)")  # fmt: skip
+    sanity.add_argument("--data_randomization", action="store_true",
+                        help="f~ = the classifier trained on shuffled training labels (Adebayo "
+                        "et al. 2018), into OUT/evaluation_data_randomization")  # fmt: skip
     sanity.set_defaults(func=_sanity)
 
 
 def _sanity(args: argparse.Namespace) -> int:
     from audiointerp.demo import run_sanity
 
-    run_sanity(args.out, args.data_folder)
+    run_sanity(args.out, args.data_folder, args.data_randomization)
     return EXIT_OK
 
 

@@ -6,7 +6,8 @@ Synthetic ESC-50-layout set -> two-class mixtures -> conv2d classifier -> NMF di
 the randomised classifier and with another seed, at a quarter of its epochs) ->
 evaluation (faithfulness, SI-SNRi on mixtures, sanity check, each with its interval) ->
 HTML report; the CLI then explains a few mixtures with ``audiointerp interpret``.
-``run_sanity`` trains those runs at the recipes' full budget and evaluates again. Each
+``run_sanity`` trains those runs at the recipes' full budget and evaluates again (or, with
+data randomisation, on a classifier trained on shuffled labels). Each
 stage writes a run folder under ``out``; a finished stage (its ``metrics.json`` exists)
 is reused on the next run, an interrupted one resumes from its last checkpoint.
 """
@@ -24,7 +25,7 @@ from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
 from audiointerp.evaluation import EvalConfig, evaluate, format_table
 from audiointerp.report.html import build_report
-from audiointerp.sanity_runs import TrainedMethod, train_sanity_runs
+from audiointerp.sanity_runs import TrainedMethod, permuted_label_classifier, train_sanity_runs
 from audiointerp.training.recipes.entry import train
 
 HPARAMS = PACKAGED  # the demo's configs ship with the package (no source checkout needed)
@@ -140,10 +141,17 @@ def run_demo(out: Path, data_folder: Path | None = None, n_explained: int = 3) -
     return DemoResult(out, report, evaluation, models[-1], inputs, time.perf_counter() - start)
 
 
-def run_sanity(out: Path, data_folder: Path | None = None) -> Path:
+def run_sanity(
+    out: Path, data_folder: Path | None = None, data_randomization: bool = False
+) -> Path:
     """The slower tier on a finished demo in ``out``: each trained explainer trained again
     at its recipe's full budget (on f~ and with another seed), then the evaluation again
     into ``out/evaluation_sanity``; returns that folder.
+
+    With ``data_randomization`` f~ is instead the demo's classifier recipe trained on
+    shuffled training labels (``conv2d_permuted.yaml``); the explainers are trained again
+    on it (the runs on f with another seed are shared) and the evaluation goes to
+    ``out/evaluation_data_randomization``.
 
     Raises:
         FileNotFoundError: ``out`` holds no finished demo (run ``make demo`` first).
@@ -156,12 +164,22 @@ def run_sanity(out: Path, data_folder: Path | None = None) -> Path:
     missing = [str(m) for m in (classifier, *models) if not (m / "config.yaml").is_file()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)}: run `make demo` first")
-    runs = train_sanity_runs(methods, classifier, out / "sanity_full", tier="make sanity")
+    runs_folder = out / "sanity_full"
+    random_folder = None
+    if data_randomization:
+        hparams = HPARAMS / "conv2d_permuted.yaml"
+        random_folder, _ = permuted_label_classifier(hparams, data, runs_folder, seed=0)
+    tier = "make sanity, data randomisation" if data_randomization else "make sanity"
+    runs = train_sanity_runs(
+        methods, classifier, runs_folder, tier=tier, random_folder=random_folder
+    )
     print(f"   sanity tier trained in {time.perf_counter() - start:.0f} s")
-    evaluation = out / "evaluation_sanity"
+    name = "evaluation_data_randomization" if data_randomization else "evaluation_sanity"
+    evaluation = out / name
     config = EvalConfig(methods=EVAL_METHODS)
     manifest = out / "mixtures" / "mixtures.csv"
-    evaluate(models, data, mixtures=manifest, out=evaluation, config=config, sanity_runs=runs)
+    evaluate(models, data, mixtures=manifest, out=evaluation, config=config, sanity_runs=runs,
+             randomized_classifier=random_folder)  # fmt: skip
     build_report(evaluation)
     print(f"Sanity tier finished in {(time.perf_counter() - start) / 60:.1f} min: {evaluation}")
     return evaluation

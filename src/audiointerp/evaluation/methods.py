@@ -85,7 +85,7 @@ class SanityRuns:
         second: on the same classifier f with another seed (E'_f).
         randomized: on the randomised classifier f~ (E_f~), which its folder holds.
         tier: where and at which budget they were trained, printed with the verdict
-            (e.g. "demo tier, 3 of 28 epochs").
+            (e.g. "demo tier, 6 epochs a run").
     """
 
     second: Path

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from audiointerp.data.esc50 import ESC50Dataset
 from audiointerp.data.mixtures import MixtureDataset, make_mixtures
+from audiointerp.errors import ConfigError
 from audiointerp.evaluation.files import Example, StagedExamples, json_safe, write_metrics
 from audiointerp.evaluation.methods import (
     BOUND_METHODS,
@@ -51,6 +52,7 @@ from audiointerp.metrics.faithfulness import METRIC_NAMES, faithfulness_metrics
 from audiointerp.metrics.sanity import Explainer, randomize_weights, sanity_check
 from audiointerp.metrics.separation import evaluate_mixtures
 from audiointerp.metrics.uncertainty import bootstrap_interval, bootstrap_ratio_interval
+from audiointerp.models import load_classifier
 from audiointerp.models.base import Classifier
 from audiointerp.pretrained import load_model
 
@@ -223,17 +225,22 @@ def _load_runs(runs: SanityRuns | None) -> tuple[Explainer, Explainer, str] | No
 
 
 def randomized_accuracy(
-    random_classifier: Classifier, clips: tuple[Tensor, Tensor, list[str]], batch_size: int
+    random_classifier: Classifier,
+    clips: tuple[Tensor, Tensor, list[str]],
+    batch_size: int,
+    class_names: Sequence[str],
 ) -> dict[str, float]:
     """Test accuracy of the randomised classifier f~ of the sanity check, beside chance:
-    f~ must have learned nothing for the check to mean anything."""
+    f~ must have learned nothing for the check to mean anything. ``class_names`` name the
+    labels of ``clips`` (f's order; a permuted-label f~ may order its classes otherwise)."""
     waveforms, labels, _ = clips
+    to_label = torch.tensor([list(class_names).index(n) for n in random_classifier.class_names])
     correct = 0
     with torch.no_grad():
         for start in range(0, len(waveforms), batch_size):
             batch = waveforms[start : start + batch_size]
             prediction = classify_waveforms(random_classifier, batch)[1].prediction.cpu()
-            correct += int((prediction == labels[start : start + len(batch)]).sum())
+            correct += int((to_label[prediction] == labels[start : start + len(batch)]).sum())
     return {"accuracy": correct / len(waveforms), "chance": 1 / random_classifier.n_classes}
 
 
@@ -273,6 +280,7 @@ def evaluate(
     config: EvalConfig | None = None,
     classifier: Classifier | None = None,
     sanity_runs: Mapping[str, SanityRuns] | None = None,
+    randomized_classifier: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate every model folder; write metrics.json, metrics.csv and examples/ into ``out``.
 
@@ -288,6 +296,9 @@ def evaluate(
         sanity_runs: per method name, its explainer trained again on f with another seed
             and on f~ (``audiointerp sanity`` / the demo's tier): without them a trained
             explainer's sanity verdict is "not checked".
+        randomized_classifier: the sanity check's f~ as a classifier folder (data
+            randomisation: f's recipe trained on shuffled labels; its classes must be f's);
+            None = f with every layer re-initialised.
 
     Methods are named ``<interpreter>_<classifier>``; when two folders give the same name
     (e.g. both add ``energy_conv2d``), the first folder's is evaluated. ``config.methods``
@@ -320,6 +331,7 @@ def evaluate(
     inputs: dict[tuple, tuple[tuple[Tensor, Tensor, list[str]], list[dict]]] = {}
     hashes: dict[int, str] = {}  # id(classifier) -> classifier_id
     randomized: dict[str, Classifier] = {}  # classifier_id -> the sanity check's f~
+    given = load_classifier(randomized_classifier)[0] if randomized_classifier else None
     with StagedExamples(out) as staged:
         for method in methods.values():
             classifier = method.classifier
@@ -335,7 +347,12 @@ def evaluate(
                 hashes[id(classifier)] = classifier_id(classifier)
             clf = hashes[id(classifier)]
             if clf not in randomized:  # one f~ per classifier (folders hold copies of one)
-                randomized[clf] = randomize_weights(classifier, config.seed)
+                randomized[clf] = given or randomize_weights(classifier, config.seed)
+                if sorted(randomized[clf].class_names) != sorted(classifier.class_names):
+                    raise ConfigError(
+                        f"{randomized_classifier}: its classes are not those of {method.name}'s "
+                        "classifier"
+                    )
             runs = _load_runs((sanity_runs or {}).get(method.name))
             row, examples, masks = evaluate_method(
                 method, clips, mixture_items, config, reference_compatible, runs, randomized[clf]
@@ -350,8 +367,12 @@ def evaluate(
     result = {
         "methods": rows,
         "randomized_classifier": randomized_accuracy(
-            randomized[hashes[id(first.classifier)]], first_clips, config.batch_size
-        ),
+            randomized[hashes[id(first.classifier)]],
+            first_clips,
+            config.batch_size,
+            first.classifier.class_names,
+        )
+        | {"source": str(randomized_classifier) if given else "re-initialised"},
         "oracle": {key.removeprefix("oracle_"): first_row.get(key) for key in oracle_keys},
         "mixture": {"si_snri": 0.0},
         "reference_compatible": reference_compatible,

@@ -53,6 +53,7 @@ SEPARATION_COLUMNS = {
     "sanity_passed": "sanity",
 }
 CELL_WIDTH = 12
+TINY = 1e-6  # smaller magnitudes are float noise around 0 in the table
 
 
 def rank_methods(rows: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
@@ -154,8 +155,15 @@ def sanity_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     randomized = result.get("randomized_classifier")
     if randomized:
+        source = randomized.get("source", "re-initialised")
+        kind = (
+            "f with every layer re-initialised"
+            if source == "re-initialised"
+            else f"trained on shuffled labels, {source}"
+        )
         lines.append(
-            f"sanity: the randomised classifier f~ is {randomized['accuracy']:.2f} accurate "
+            f"sanity: the randomised classifier f~ ({kind}) is {randomized['accuracy']:.2f} "
+            "accurate "
             f"(chance {randomized['chance']:.2f}); R = reproducibility, D = sensitivity to the "
             "model (module audiointerp.metrics.sanity)"
         )
@@ -174,7 +182,7 @@ def sanity_summary(row: dict[str, Any]) -> str:
 
 def _table_line(label: str, cells: Iterable[str], width: int) -> str:
     """``label`` left-aligned in ``width``, then each cell right-aligned in its column."""
-    return label.ljust(width) + "".join(cell.rjust(CELL_WIDTH) for cell in cells)
+    return label.ljust(width) + "".join(" " + cell.rjust(CELL_WIDTH - 1) for cell in cells)
 
 
 def _row_cell(row: dict[str, Any], key: str) -> str:
@@ -183,9 +191,14 @@ def _row_cell(row: dict[str, Any], key: str) -> str:
     if key == "sanity_sensitivity":
         interval = row.get("sanity_sensitivity_interval")
     if _is_number(value) and interval and all(_is_number(v) for v in interval):
-        half = (interval[1] - interval[0]) / 2
+        value, half = (_round_off(v) for v in (value, (interval[1] - interval[0]) / 2))
         return f"{value:.3g}\u00b1{half:.2g}"
     return _table_cell(value)
+
+
+def _round_off(value: float) -> float:
+    """Float noise (|value| < 1e-6, e.g. the all-ones mask's SI-SNRi) printed as 0."""
+    return 0.0 if abs(value) < TINY else value
 
 
 def _table_cell(value: Any) -> str:
@@ -195,7 +208,7 @@ def _table_cell(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{_round_off(value):.3g}"
     if isinstance(value, str):
         return value
     return "-"
