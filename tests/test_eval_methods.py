@@ -100,7 +100,10 @@ def test_csv_and_printed_table_show_classifier_and_rank(run_dir: Path) -> None:
         assert ("[bound]" in line) == (cells[0] in ("random_conv2d", "ones_conv2d"))
     assert "\u00b1" in second[1]  # means with the half-width of their interval
     assert any(line.startswith("si_snri ranking") for line in table)
-    assert any(line.strip().startswith("energy_conv2d: FAIL, blind") for line in table)
+    energy = next(line for line in table if line.strip().startswith("energy_conv2d: FAIL, blind"))
+    row = metrics["methods"]["energy_conv2d"]  # the separation diagnostic beside the verdict
+    before, after = row["sanity_si_snri"], row["sanity_si_snri_randomized"]
+    assert f"SI-SNRi on its mixtures {before:.1f} dB, {after:.1f} dB on f~ [eval]" in energy
     assert not any("different classifiers" in line for line in table)
 
 

@@ -175,9 +175,17 @@ def sanity_lines(result: dict[str, Any]) -> list[str]:
 
 
 def sanity_summary(row: dict[str, Any]) -> str:
-    """A method's sanity verdict, its reason and its tier: "FAIL, blind to ... [eval]"."""
+    """A method's sanity verdict, its reason, the SI-SNRi of its sanity mixtures on f and
+    on f~ (a diagnostic: separation the masks of clean clips do not show), and its tier:
+    "FAIL, blind to ...; SI-SNRi on its mixtures -0.2 dB, -0.2 dB on f~ [eval]"."""
     verdict = {True: "pass", False: "FAIL", None: "not checked"}[row.get("sanity_passed")]
-    return f"{verdict}, {row['sanity_reason']} [{row.get('sanity_tier')}]"
+    before, after = row.get("sanity_si_snri"), row.get("sanity_si_snri_randomized")
+    separation = (
+        f"; SI-SNRi on its mixtures {before:.1f} dB, {after:.1f} dB on f~"
+        if _is_number(before) and _is_number(after)
+        else ""
+    )
+    return f"{verdict}, {row['sanity_reason']}{separation} [{row.get('sanity_tier')}]"
 
 
 def _table_line(label: str, cells: Iterable[str], width: int) -> str:
