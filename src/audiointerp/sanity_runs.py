@@ -17,6 +17,7 @@ recipe trained on the training folds with their labels shuffled, until it fits t
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from collections.abc import Sequence
@@ -95,10 +96,11 @@ def permuted_label_data(data: Path, out: Path, seed: int, folds: Sequence[int]) 
     audio = out / "audio"
     if not audio.exists():
         audio.symlink_to((data / "audio").resolve(), target_is_directory=True)
-    with metadata_path(out).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(metadata_path(out), table.getvalue())  # whole or absent after a crash
     return out
 
 
