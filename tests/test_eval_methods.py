@@ -103,7 +103,8 @@ def test_csv_and_printed_table_show_classifier_and_rank(run_dir: Path) -> None:
     energy = next(line for line in table if line.strip().startswith("energy_conv2d: FAIL, blind"))
     row = metrics["methods"]["energy_conv2d"]  # the separation diagnostic beside the verdict
     before, after = row["sanity_si_snri"], row["sanity_si_snri_randomized"]
-    assert f"SI-SNRi on its mixtures {before:.1f} dB, {after:.1f} dB on f~ [eval]" in energy
+    assert f"SI-SNRi {before:.1f} dB, {after:.1f} dB on f~ [eval]" in energy
+    assert "; on its mixtures R 1.00, D 0.00 [0.00, 0.00], SI-SNRi" in energy  # blind there too
     assert not any("different classifiers" in line for line in table)
 
 

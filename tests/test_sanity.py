@@ -215,6 +215,14 @@ def test_mixture_si_snri_is_re_measured_on_the_randomised_model() -> None:
     assert result["si_snri_drop"] == pytest.approx(result["si_snri"] - result["si_snri_randomized"])
     energy = sanity_check(classifier, EnergyControl(), waveforms, mixtures=mixtures)
     assert energy["si_snri_drop"] == pytest.approx(0.0, abs=1e-6)
+    # R and D on the mixtures: here the clips are the mixtures, so they equal the clips'
+    assert result["mixtures_reproducibility"] == pytest.approx(result["reproducibility"])
+    assert result["mixtures_sensitivity"] == pytest.approx(result["sensitivity"])
+    assert result["mixtures_sensitivity_interval"] == pytest.approx(result["sensitivity_interval"])
+    assert result["mixtures_sensitivity"] > 0.3
+    assert energy["mixtures_sensitivity"] == pytest.approx(0.0, abs=1e-9)
+    decoder = sanity_check(classifier, saliency, waveforms[:1], mixtures=None)
+    assert "mixtures_sensitivity" not in decoder
 
 
 def test_mask_entropy() -> None:

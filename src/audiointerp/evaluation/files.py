@@ -48,6 +48,10 @@ CSV_COLUMNS = (
     "sanity_reused_correlation",
     "sanity_empirt_ratio",
     "sanity_mask_mean_change",
+    "sanity_mixtures_reproducibility",
+    "sanity_mixtures_sensitivity",
+    "sanity_mixtures_sensitivity_interval",
+    "sanity_si_snri_randomized",
     "sanity_tier",
     "clips_per_s",
 )

@@ -175,16 +175,20 @@ def sanity_lines(result: dict[str, Any]) -> list[str]:
 
 
 def sanity_summary(row: dict[str, Any]) -> str:
-    """A method's sanity verdict, its reason, the SI-SNRi of its sanity mixtures on f and
-    on f~ (a diagnostic: separation the masks of clean clips do not show), and its tier:
-    "FAIL, blind to ...; SI-SNRi on its mixtures -0.2 dB, -0.2 dB on f~ [eval]"."""
+    """A method's sanity verdict, its reason, the diagnostics on its sanity mixtures (R and
+    D of the masks, SI-SNRi on f and on f~: what a separating explainer does, which clean
+    clips do not show) and its tier: "FAIL, blind to ...; on its mixtures R 1.00, D 0.00
+    [0.00, 0.00], SI-SNRi -0.2 dB, -0.2 dB on f~ [eval]"."""
     verdict = {True: "pass", False: "FAIL", None: "not checked"}[row.get("sanity_passed")]
+    mixtures = []
+    r, d = row.get("sanity_mixtures_reproducibility"), row.get("sanity_mixtures_sensitivity")
+    interval = row.get("sanity_mixtures_sensitivity_interval")
+    if _is_number(r) and _is_number(d) and interval:
+        mixtures.append(f"R {r:.2f}, D {d:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]")
     before, after = row.get("sanity_si_snri"), row.get("sanity_si_snri_randomized")
-    separation = (
-        f"; SI-SNRi on its mixtures {before:.1f} dB, {after:.1f} dB on f~"
-        if _is_number(before) and _is_number(after)
-        else ""
-    )
+    if _is_number(before) and _is_number(after):
+        mixtures.append(f"SI-SNRi {before:.1f} dB, {after:.1f} dB on f~")
+    separation = f"; on its mixtures {', '.join(mixtures)}" if mixtures else ""
     return f"{verdict}, {row['sanity_reason']}{separation} [{row.get('sanity_tier')}]"
 
 

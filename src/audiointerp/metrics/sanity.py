@@ -171,6 +171,33 @@ def sanity_verdict(
     }
 
 
+def _masks(
+    classifier: Classifier,
+    interpreter: Interpreter,
+    pairs: dict[str, Explainer | None],
+    waveforms: Tensor,
+    batch_size: int,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """The masks of ``waveforms`` under the method on f (``"f"``) and under each given
+    pair of ``pairs``, and the first waveform's magnitude; a pair equal to the method
+    itself (a deterministic method's E'_f) reuses its masks."""
+    masks: dict[str, list[Tensor]] = {"f": [], **{key: [] for key in pairs}}
+    magnitudes = []
+    for start in range(0, len(waveforms), batch_size):
+        original = explain(classifier, interpreter, waveforms[start : start + batch_size])
+        features = original.features  # every copy shares the STFT (one feature config)
+        masks["f"].append(original.mask)
+        magnitudes.append(original.features.magnitude)
+        done = {(classifier, interpreter): original.mask}
+        for key, pair in pairs.items():
+            if pair is not None:
+                if pair not in done:
+                    done[pair] = explain(*pair, features).mask
+                masks[key].append(done[pair])
+    stacked = {key: torch.cat(values) for key, values in masks.items() if values}
+    return stacked, torch.cat(magnitudes)[0]
+
+
 def sanity_check(
     classifier: Classifier,
     interpreter: Interpreter,
@@ -193,7 +220,9 @@ def sanity_check(
         randomized: the method on f~, E_f~; default: f~ = ``randomize_weights(classifier,
             seed)`` with the interpreter bound to it (:func:`bind_interpreter`). A trained
             explainer has no default (it must be trained again on f~).
-        mixtures: optional mixture items; SI-SNRi of E_f~ (or of the reused decoder) too.
+        mixtures: optional mixture items: the SI-SNRi of E_f~ (or of the reused decoder),
+            and R and D on the mixtures (diagnostics: a separating explainer's model
+            dependence shows on mixtures more than on clean clips).
         si_snri_before: the method's mixture SI-SNRi if already computed (saves a pass).
         random_classifier: f~ if already made (``randomize_weights(classifier, seed)``;
             methods on one classifier share it).
@@ -203,7 +232,8 @@ def sanity_check(
         ``reason``, ``reproducibility``, ``cross_model``, ``sensitivity`` (means),
         ``sensitivity_interval``, per-clip ``R`` and ``C``; the diagnostics
         ``reused_correlation``, ``empirt_ratio``, ``mask_mean_change``; with mixtures
-        ``si_snri``, ``si_snri_randomized``, ``si_snri_drop``; and ``masks`` (the first
+        ``si_snri``, ``si_snri_randomized``, ``si_snri_drop``, ``mixtures_reproducibility``,
+        ``mixtures_sensitivity``, ``mixtures_sensitivity_interval``; and ``masks`` (the first
         clip's spectrogram and its masks under f, f with the other seed and f~).
     """
     cutoffs = cutoffs or SanityCutoffs()
@@ -215,24 +245,12 @@ def sanity_check(
     reused = (random_classifier, bind_interpreter(interpreter, classifier, random_classifier))
     if randomized is None and not trained:
         randomized = reused
-    masks: dict[str, list[Tensor]] = {"f": [], "reused": [], "second": [], "randomized": []}
-    magnitudes = []
-    for start in range(0, len(waveforms), batch_size):
-        original = explain(classifier, interpreter, waveforms[start : start + batch_size])
-        features = original.features  # every copy shares the STFT (one feature config)
-        masks["f"].append(original.mask)
-        magnitudes.append(original.features.magnitude)
-        done = {(classifier, interpreter): original.mask}  # a deterministic method's E'_f
-        for key, pair in (("reused", reused), ("second", second), ("randomized", randomized)):
-            if pair is not None:
-                if pair not in done:
-                    done[pair] = explain(*pair, features).mask
-                masks[key].append(done[pair])
-    stacked = {key: torch.cat(values) for key, values in masks.items() if values}
+    pairs = {"reused": reused, "second": second, "randomized": randomized}
+    stacked, magnitude = _masks(classifier, interpreter, pairs, waveforms, batch_size)
     result: dict[str, Any] = {
         "reused_correlation": float(spearman(stacked["f"], stacked["reused"]).mean()),
         "masks": {
-            "magnitude": torch.cat(magnitudes)[0],
+            "magnitude": magnitude,
             **{key: value[0] for key, value in stacked.items()},
         },
     }
@@ -259,6 +277,18 @@ def sanity_check(
             "C": c.tolist(),
             "empirt_ratio": float(entropy),
             "mask_mean_change": float(stacked["randomized"].mean() - stacked["f"].mean()),
+        }
+    if mixtures and second is not None and randomized is not None:
+        mixed = torch.stack([torch.as_tensor(item["mixture"]) for item in mixtures])
+        runs = {"second": second, "randomized": randomized}
+        on_mixtures, _ = _masks(classifier, interpreter, runs, mixed, batch_size)
+        r = spearman(on_mixtures["f"], on_mixtures["second"]).double().numpy()
+        d = r - spearman(on_mixtures["f"], on_mixtures["randomized"]).double().numpy()
+        low, high = bootstrap_interval(d, cutoffs.confidence, seed=seed)
+        result |= {
+            "mixtures_reproducibility": float(r.mean()),
+            "mixtures_sensitivity": float(d.mean()),
+            "mixtures_sensitivity_interval": [low, high],
         }
     if mixtures:
         before = si_snri_before
