@@ -8,6 +8,7 @@ Uses matplotlib's Agg canvas directly (no pyplot, no global backend state).
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from audiointerp.explain import Explanation
 from audiointerp.features import apply_mask
 
 FIGSIZE, DPI = (4.8, 2.6), 72
+VERDICT_CHARS = 150  # a sanity figure's title wraps here (fontsize 8 on its 12-inch width)
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
@@ -178,14 +180,15 @@ def sanity_png(
         axis.set_yticks([])
     for axis in figure.axes:
         axis.tick_params(labelsize=6)
-    axis = figure.add_axes((0.04 + (len(shown) + 1) * width + 0.02, 0.17, 0.75 * width, 0.6))
+    axis = figure.add_axes((0.04 + (len(shown) + 1) * width + 0.02, 0.17, 0.7 * width, 0.6))
     bins = np.linspace(-1.0, 1.0, 21)
     if reproducibility:
         axis.hist(reproducibility, bins, alpha=0.6, label="R", color="#2a7")
         axis.hist(cross_model, bins, alpha=0.6, label="C", color="#c52")
         axis.axvline(cutoffs[0], color="#2a7", linestyle="--", linewidth=1)
         axis.legend(fontsize=6)
-    axis.set_title(f"R, C per clip (R >= {cutoffs[0]}, D > {cutoffs[1]})", fontsize=7)
+    axis.set_title(f"R, C per clip\n(R >= {cutoffs[0]}, D > {cutoffs[1]})", fontsize=7)
     axis.tick_params(labelsize=6)
-    figure.suptitle(verdict, fontsize=8, x=0.02, ha="left")
+    title = textwrap.fill(verdict, width=VERDICT_CHARS)  # the diagnostics make it long
+    figure.suptitle(title, fontsize=8, x=0.02, ha="left")
     return _png(figure, DPI)
