@@ -7,9 +7,9 @@ the randomised classifier and with another seed, at a quarter of its epochs) ->
 evaluation (faithfulness, SI-SNRi on mixtures, sanity check, each with its interval) ->
 HTML report; the CLI then explains a few mixtures with ``audiointerp interpret``.
 ``run_sanity`` trains those runs at the recipes' full budget and evaluates again (or, with
-data randomisation, on a classifier trained on shuffled labels). Each
-stage writes a run folder under ``out``; a finished stage (its ``metrics.json`` exists)
-is reused on the next run, an interrupted one resumes from its last checkpoint.
+data randomisation, on a classifier trained on shuffled labels). Each stage writes a run
+folder under ``out``; a finished stage (its ``metrics.json`` exists) is reused on the next
+run, an interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ recipe trained on the training folds with their labels shuffled, until it fits t
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -29,7 +30,7 @@ import torch
 
 from audiointerp.checkpoints import is_checkpoint, load_checkpoint, prefixed, save_checkpoint
 from audiointerp.config import load_hparams
-from audiointerp.data.esc50 import ESC50Dataset, is_esc50_folder, metadata_path
+from audiointerp.data.esc50 import is_esc50_folder, metadata_path
 from audiointerp.errors import UserError
 from audiointerp.evaluation import SanityRuns
 from audiointerp.io import write_text_atomic
@@ -37,7 +38,8 @@ from audiointerp.metrics.sanity import randomize_weights
 from audiointerp.models import CHECKPOINT_PREFIX, classifier_from_checkpoint, load_classifier
 from audiointerp.training.loop import TrainConfig
 from audiointerp.training.recipes.classifier import test_classifier
-from audiointerp.training.recipes.entry import train
+from audiointerp.training.recipes.common import dataset
+from audiointerp.training.recipes.entry import load_recipe, train
 
 OTHER_SEED_OFFSET = 1  # the second run's seed: the recipe's plus this
 
@@ -85,7 +87,8 @@ def permuted_label_data(data: Path, out: Path, seed: int, folds: Sequence[int]) 
     with metadata_path(data).open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames or []), list(reader)
-    chosen = [i for i, row in enumerate(rows) if int(row["fold"]) in set(folds)]
+    wanted = set(folds)
+    chosen = [i for i, row in enumerate(rows) if int(row["fold"]) in wanted]
     if len(chosen) < 2:
         raise UserError(f"{data}: fewer than two clips in folds {list(folds)} to shuffle")
     labels = [(rows[i]["target"], rows[i]["category"]) for i in chosen]
@@ -105,10 +108,10 @@ def permuted_label_data(data: Path, out: Path, seed: int, folds: Sequence[int]) 
 
 
 def permuted_label_classifier(
-    hparams: Path, data: Path, out: Path, seed: int, folds: Sequence[int] = (1, 2, 3)
+    hparams: Path, data: Path, out: Path, seed: int
 ) -> tuple[Path, float]:
     """Data randomisation's f~: the classifier recipe ``hparams`` trained on ``data`` with
-    the labels of ``folds`` (its training folds) shuffled; written once to ``out``.
+    the labels of its training folds shuffled; written once to ``out``.
 
     ``hparams`` should validate on the training folds and train long enough to fit them
     (``conv2d_permuted.yaml``). Returns f~'s model folder and its accuracy on the shuffled
@@ -120,23 +123,17 @@ def permuted_label_classifier(
     if fit_file.is_file():
         print(f"== permuted-label classifier: reusing {folder}")
         return folder / "model", float(json.loads(fit_file.read_text())["train_accuracy"])
+    _, config, _ = load_recipe([str(hparams), f"--data_folder={data}"])
+    folds = config.splits.train_folds
     shuffled = permuted_label_data(data, out / "permuted_data", seed, folds)
     print(f"== permuted-label classifier -> {folder}")
     start = time.perf_counter()
     status = train([str(hparams), f"--data_folder={shuffled}", f"--output_folder={folder}"])
     if status != 0:
         raise SanityRunError(f"permuted-label classifier failed (exit status {status})")
-    config = load_hparams(hparams)
     classifier, _ = load_classifier(folder / "model")
-    clips = ESC50Dataset(
-        shuffled,
-        list(folds),
-        sample_rate=classifier.feature_config.sample_rate,
-        class_names=classifier.class_names,
-        normalization=config.get("normalization", "peak"),
-        duration_s=config.get("duration_s", 5.0),
-    )
-    batch = int(config.get("train", {}).get("batch_size", 16))
+    clips = dataset(dataclasses.replace(config, data_folder=str(shuffled)), folds, classifier)
+    batch = config.train.batch_size
     fit = test_classifier(classifier, clips, batch, torch.device("cpu"))["test_accuracy"]
     test = json.loads((folder / "metrics.json").read_text())["test_accuracy"]
     chance = 1 / classifier.n_classes

@@ -122,13 +122,13 @@ def format_table(result: dict[str, Any]) -> str:
     rows = result["methods"]
     labels = {name: f"{name} [bound]" if row.get("bound") else name for name, row in rows.items()}
     width = max(len(label) for label in labels.values()) + 2
+    shared = {rank for rank in ranks.values() if list(ranks.values()).count(rank) > 1}
+    rank_cells = {name: f"{rank}{'=' if rank in shared else ''}" for name, rank in ranks.items()}
     lines = []
     for columns in (FAITHFULNESS_COLUMNS, SEPARATION_COLUMNS):
         lines.append(_table_line("method", columns.values(), width))
         for name, row in rows.items():
-            tied = sum(rank == ranks.get(name) for rank in ranks.values()) > 1
-            rank = ranks.get(name)
-            row = {**row, "si_snri_rank": None if rank is None else f"{rank}{'=' if tied else ''}"}
+            row = {**row, "si_snri_rank": rank_cells.get(name)}
             lines.append(_table_line(labels[name], [_row_cell(row, key) for key in columns], width))
         lines.append("")
     oracle = result["oracle"].get("si_snri")
@@ -163,9 +163,8 @@ def sanity_lines(result: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"sanity: the randomised classifier f~ ({kind}) is {randomized['accuracy']:.2f} "
-            "accurate "
-            f"(chance {randomized['chance']:.2f}); R = reproducibility, D = sensitivity to the "
-            "model (module audiointerp.metrics.sanity)"
+            f"accurate (chance {randomized['chance']:.2f}); R = reproducibility, D = "
+            "sensitivity to the model (module audiointerp.metrics.sanity)"
         )
     for name, row in result["methods"].items():
         if "sanity_reason" not in row:

@@ -147,9 +147,8 @@ def sanity_verdict(
 ) -> dict[str, Any]:
     """The verdict and its reason from per-clip R and C and the fraction of clips whose
     mask varies on f but is constant on f~ (see the module notes)."""
-    sensitivity = reproducibility - cross_model
-    low, high = bootstrap_interval(sensitivity, cutoffs.confidence, seed=seed)
-    r, d = float(reproducibility.mean()), float(sensitivity.mean())
+    r = float(reproducibility.mean())
+    d, (low, high) = _sensitivity(reproducibility, cross_model, cutoffs, seed)
     passed = False
     if r < cutoffs.min_reproducibility:
         reason = f"not reproducible (mean R < {cutoffs.min_reproducibility})"
@@ -171,6 +170,22 @@ def sanity_verdict(
     }
 
 
+def _sensitivity(
+    reproducibility: np.ndarray, cross_model: np.ndarray, cutoffs: SanityCutoffs, seed: int
+) -> tuple[float, tuple[float, float]]:
+    """Mean D = R - C over the examples and its bootstrap interval."""
+    sensitivity = reproducibility - cross_model
+    interval = bootstrap_interval(sensitivity, cutoffs.confidence, seed=seed)
+    return float(sensitivity.mean()), interval
+
+
+def _agreement(masks: dict[str, Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Per example, from :func:`_masks`: R (f's masks against those of the run with the
+    other seed) and C (against those on f~)."""
+    r = spearman(masks["f"], masks["second"]).double().numpy()
+    return r, spearman(masks["f"], masks["randomized"]).double().numpy()
+
+
 def _masks(
     classifier: Classifier,
     interpreter: Interpreter,
@@ -182,12 +197,12 @@ def _masks(
     pair of ``pairs``, and the first waveform's magnitude; a pair equal to the method
     itself (a deterministic method's E'_f) reuses its masks."""
     masks: dict[str, list[Tensor]] = {"f": [], **{key: [] for key in pairs}}
-    magnitudes = []
     for start in range(0, len(waveforms), batch_size):
         original = explain(classifier, interpreter, waveforms[start : start + batch_size])
         features = original.features  # every copy shares the STFT (one feature config)
         masks["f"].append(original.mask)
-        magnitudes.append(original.features.magnitude)
+        if start == 0:
+            magnitude = features.magnitude[0]
         done = {(classifier, interpreter): original.mask}
         for key, pair in pairs.items():
             if pair is not None:
@@ -195,7 +210,7 @@ def _masks(
                     done[pair] = explain(*pair, features).mask
                 masks[key].append(done[pair])
     stacked = {key: torch.cat(values) for key, values in masks.items() if values}
-    return stacked, torch.cat(magnitudes)[0]
+    return stacked, magnitude
 
 
 def sanity_check(
@@ -261,8 +276,7 @@ def sanity_check(
             "another seed (audiointerp sanity, or the demo's sanity tier)",
         )
     else:
-        r = spearman(stacked["f"], stacked["second"]).double().numpy()
-        c = spearman(stacked["f"], stacked["randomized"]).double().numpy()
+        r, c = _agreement(stacked)
         constant = {
             key: (flat.amax(1) - flat.amin(1)) < CONSTANT_SPAN
             for key, flat in ((k, stacked[k].flatten(1)) for k in ("f", "randomized"))
@@ -282,13 +296,12 @@ def sanity_check(
         mixed = torch.stack([torch.as_tensor(item["mixture"]) for item in mixtures])
         runs = {"second": second, "randomized": randomized}
         on_mixtures, _ = _masks(classifier, interpreter, runs, mixed, batch_size)
-        r = spearman(on_mixtures["f"], on_mixtures["second"]).double().numpy()
-        d = r - spearman(on_mixtures["f"], on_mixtures["randomized"]).double().numpy()
-        low, high = bootstrap_interval(d, cutoffs.confidence, seed=seed)
+        r, c = _agreement(on_mixtures)
+        d, interval = _sensitivity(r, c, cutoffs, seed)
         result |= {
             "mixtures_reproducibility": float(r.mean()),
-            "mixtures_sensitivity": float(d.mean()),
-            "mixtures_sensitivity_interval": [low, high],
+            "mixtures_sensitivity": d,
+            "mixtures_sensitivity_interval": list(interval),
         }
     if mixtures:
         before = si_snri_before
