@@ -16,7 +16,6 @@ transformed tiles stay cache-sized.
 
 from __future__ import annotations
 
-import itertools
 from functools import cache
 
 import torch
@@ -63,12 +62,12 @@ def transform_weight(weight: Tensor) -> Tensor:
     return product.reshape(SPAN * SPAN, c_in, c_out).contiguous()
 
 
-def _multiply(tiles: Tensor, transformed: Tensor) -> Tensor:
-    """(25, N, C_in) input tiles -> (16, N, C_out) output tiles (tile rows, columns first)."""
-    at, _, bt = (matrix.to(tiles) for matrix in _transforms())
-    spectra = torch.mm(torch.kron(bt, bt), tiles.flatten(1)).view(tiles.shape)
+def _multiply(spectra: Tensor, transformed: Tensor) -> Tensor:
+    """(25, N, C_in) Winograd-domain input tiles -> (16, N, C_out) output tiles (tile
+    rows, columns first)."""
+    at = _transforms()[0].to(spectra)
     products = torch.bmm(spectra, transformed)  # (25, N, C_out): the arithmetic
-    return torch.mm(torch.kron(at, at), products.flatten(1)).view(TILE * TILE, tiles.shape[1], -1)
+    return torch.mm(torch.kron(at, at), products.flatten(1)).view(TILE * TILE, spectra.shape[1], -1)
 
 
 def _tile_rows_per_chunk(channels: int, tiles_per_row: int) -> int:
@@ -76,47 +75,60 @@ def _tile_rows_per_chunk(channels: int, tiles_per_row: int) -> int:
     return max(1, CHUNK_BYTES // (SPAN * SPAN * channels * tiles_per_row * 4))
 
 
-def _valid(first: int, step: int, count: int, size: int) -> tuple[int, int]:
-    """The tiles t in [lo, hi) of ``count`` whose pixel ``first + step t`` is in [0, size)."""
-    lo = max(0, -(first // step))  # ceil(-first / step)
-    hi = min(count, (size - 1 - first) // step + 1) if first < size else 0
-    return lo, max(lo, hi)
-
-
-def _gather_tiles(
+def _input_spectra(
     x: Tensor,
     start: tuple[int, int],
     shape: tuple[int, int],
     phases: int,
     affine: tuple[Tensor, Tensor] | None,
 ) -> Tensor:
-    """The 5 x 5 input tiles of the kernel-2 correlation of ``x``'s ``phases`` x
-    ``phases`` sub-pixel phase images, for ``shape`` (rows, columns) of tiles whose first
-    reads pixel ``start`` (negative: zero padding, as is anything past ``x``'s edges):
-    (25, B rows cols, phases^2 C), channels phase-major.
+    """The Winograd-domain input tiles ``B^T d B`` of the kernel-2 correlation of ``x``'s
+    ``phases`` x ``phases`` sub-pixel phase images, for ``shape`` (rows, columns) of tiles
+    whose first reads pixel ``start`` (negative: zero padding, as is anything past ``x``'s
+    edges): (25, B rows cols, phases^2 C), channels phase-major.
 
-    ``x`` is (B, H, W, C) with C contiguous: one slice copy per tile position and phase
-    moves whole channel vectors (a 6-D permuted reshape measured 4x slower), and no padded
-    copy of the input is made. ``affine`` (scale, shift), each (C,), maps the input per
-    channel on the way (an eval BatchNorm before the layer; the padding stays zero).
+    ``x`` is (B, H, W, C) with C contiguous. The pixels the tiles read are copied once
+    into a zero-padded slab (``affine`` (scale, shift), each (C,), maps them per channel
+    on the way: an eval BatchNorm before the layer; the padding stays zero). ``B^T`` is
+    then applied in two passes with an inner size of 5, where one 25 x 25 product would do
+    2.5x the arithmetic: along rows on the slab itself, where each tile row's input rows
+    are one contiguous block, then along columns after one strided copy puts the tiles in
+    the layout of the Winograd products (the copy moves whole channel vectors: a copy per
+    tile position and phase measured 4x slower, from Python-loop overhead).
     """
     b, height, width, c = x.shape
     (rows, cols), step = shape, TILE * phases  # input pixels between tiles
-    out = x.new_empty(SPAN, SPAN, b, rows, cols, phases, phases, c)
-    for i, a, j, b_ in itertools.product(range(SPAN), range(phases), range(SPAN), range(phases)):
-        first, left = start[0] + phases * i + a, start[1] + phases * j + b_
-        (r0, r1), (c0, c1) = _valid(first, step, rows, height), _valid(left, step, cols, width)
-        target = out[i, j, :, :, :, a, b_]
-        for edge in (target[:, :r0], target[:, r1:], target[:, r0:r1, :c0], target[:, r0:r1, c1:]):
-            edge.zero_()
-        source = x[:, first + step * r0 : first + step * (r1 - 1) + 1 : step]
-        source = source[:, :, left + step * c0 : left + step * (c1 - 1) + 1 : step]
-        if r1 > r0 and c1 > c0:
-            if affine is None:
-                target[:, r0:r1, c0:c1] = source
-            else:
-                torch.addcmul(affine[1], source, affine[0], out=target[:, r0:r1, c0:c1])
-    return out.view(SPAN * SPAN, b * rows * cols, phases * phases * c)
+    span = (step * rows + phases, step * cols + phases)  # pixels read, from ``start``
+    # the part of x the tiles read: rows [r0, r1), columns [c0, c1); slab = it + zeros
+    r0, c0 = max(0, start[0]), max(0, start[1])
+    r1 = max(r0, min(height, start[0] + span[0]))
+    c1 = max(c0, min(width, start[1] + span[1]))
+    (top, bottom), (left, right) = (r0 - start[0], r1 - start[0]), (c0 - start[1], c1 - start[1])
+    slab = x.new_empty(b, *span, c)
+    inner = slab[:, top:bottom]
+    for edge in (slab[:, :top], slab[:, bottom:], inner[:, :, :left], inner[:, :, right:]):
+        edge.zero_()
+    source, target = x[:, r0:r1, c0:c1], slab[:, top:bottom, left:right]
+    if affine is None:
+        target.copy_(source)
+    else:
+        torch.addcmul(affine[1], source, affine[0], out=target)
+    bt = _transforms()[2].to(x)
+    pixel_row = span[1] * c
+    row = phases * pixel_row  # a tile row's i-th input row of every phase: contiguous
+    rowed = x.new_empty(b, rows, SPAN, row)  # B^T along rows: (B, rows, k, [a, W, C])
+    for item in range(b):
+        windows = slab[item].as_strided((rows, SPAN, row), (step * pixel_row, row, 1))
+        torch.bmm(bt.expand(rows, SPAN, SPAN), windows, out=rowed[item])
+    tiles = rowed.as_strided(  # (k, j, B, rows, cols, a, b, C)
+        (SPAN, SPAN, b, rows, cols, phases, phases, c),
+        (row, phases * c, rows * SPAN * row, SPAN * row, step * c, pixel_row, c, 1),
+    ).contiguous()
+    tiles = tiles.view(SPAN, SPAN, -1)
+    spectra = torch.empty_like(tiles)
+    for k in range(SPAN):  # B^T along columns
+        torch.mm(bt, tiles[k], out=spectra[k])
+    return spectra.view(SPAN * SPAN, b * rows * cols, phases * phases * c)
 
 
 def _channels_inner(input: Tensor) -> Tensor:
@@ -165,8 +177,8 @@ def conv2d_stride2(input: Tensor, transformed: Tensor, padding: tuple[int, int])
     step = _tile_rows_per_chunk(c_out + 4 * c_in, b * cols)
     for top in range(0, rows, step):
         n = min(step, rows - top)
-        tiles = _gather_tiles(x, (2 * TILE * top - ph, -pw), (n, cols), 2, None)
-        outputs = _multiply(tiles, transformed).view(TILE, TILE, b, n, cols, c_out)
+        spectra = _input_spectra(x, (2 * TILE * top - ph, -pw), (n, cols), 2, None)
+        outputs = _multiply(spectra, transformed).view(TILE, TILE, b, n, cols, c_out)
         tiled[:, top : top + n] = outputs.permute(2, 3, 0, 4, 1, 5)  # B n k cols l C
     return out[:, :, :out_h, :out_w]
 
@@ -201,8 +213,8 @@ def conv_transpose2d_stride2(
     step = _tile_rows_per_chunk(4 * c_out + c_in, b * cols)
     for top in range(0, rows, step):
         n = min(step, rows - top)
-        tiles = _gather_tiles(x, (TILE * top - 1, -1), (n, cols), 1, input_affine)
-        outputs = _multiply(tiles, transformed)
+        spectra = _input_spectra(x, (TILE * top - 1, -1), (n, cols), 1, input_affine)
+        outputs = _multiply(spectra, transformed)
         if bias is not None:
             outputs = outputs.view(TILE * TILE, -1, 4, c_out).add_(bias)
         # (k, l, B, n, cols, a, b, C) -> (B, n, k, a, cols, l, b, C): rows 2 (4 n + k) + a
