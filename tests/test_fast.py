@@ -190,6 +190,31 @@ def test_declared_conv_norm_pairs_fold_in_the_encoders() -> None:
     assert isinstance(encoder.bn1, nn.BatchNorm2d) and block.conv1.bias is None  # originals
 
 
+@pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1])  # one chunk; one tile row a chunk
+def test_the_encoder_stem_fuses_into_its_winograd_layer(monkeypatch, chunk_bytes) -> None:
+    """conv1 -> BN -> ReLU -> conv2 of the conv2d encoder: conv1 computed inside conv2's
+    chunks equals the stock chain (odd sizes, a batch of 2, stem-padded edges)."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(3)
+    encoder = Conv2dEncoder(dim=64)
+    _randomise_norms(encoder)
+    encoder.eval()
+    spectrogram = torch.rand(2, 45, 37)
+    fast = fast_copy(encoder)
+    assert isinstance(fast.conv1, WinogradConv2d) and isinstance(fast.conv1.stem, nn.Conv2d)
+    assert isinstance(fast.conv2, nn.Identity)
+    torch.testing.assert_close(fast(spectrogram), encoder(spectrogram), rtol=1e-4, atol=1e-5)
+    unfused = Conv2dEncoder(dim=64)
+    _randomise_norms(unfused)
+    unfused.bn1 = nn.BatchNorm2d(64, track_running_stats=False)  # cannot fold
+    unfused.eval()
+    fast_unfused = fast_copy(unfused)
+    assert isinstance(fast_unfused.conv2, WinogradConv2d) and fast_unfused.conv2.stem is None
+    torch.testing.assert_close(
+        fast_unfused(spectrogram), unfused(spectrogram), rtol=1e-4, atol=1e-5
+    )
+
+
 def test_winograd_transforms_compute_the_two_tap_correlation_exactly() -> None:
     """``A^T [(G g) * (B^T d)]`` is ``y_k = g_0 d_k + g_1 d_(k+1)`` (float64, any g, d)."""
     at, g, bt = winograd._transforms()

@@ -44,6 +44,8 @@ class Conv2dEncoder(nn.Module):
 
     # ``forward`` applies each norm directly to its conv's output (fast_copy folds them)
     conv_norm_pairs: ClassVar = tuple((f"conv{i}", f"bn{i}") for i in range(1, 5))
+    # and computes relu(bn2(conv2(relu(bn1(conv1(x)))))) (fast_copy fuses the two stages)
+    relu_stem: ClassVar = ("conv1", "bn1", "conv2", "bn2")
 
     def __init__(self, dim: int = 256):
         super().__init__()

@@ -17,6 +17,11 @@ evaluating or serving, where no gradient is needed, and rewrites it layer by lay
   transforms and copies move memory. Every other ``Conv2d`` and ``ConvTranspose2d``
   keeps the stock implementation in channels-last memory, which oneDNN runs up to ~2x
   faster than channels-first (the classifier's 1 -> 256 first layer: 2x);
+* a Winograd layer that reads ``relu(stem(x))``, ``stem`` a convolution with few inputs
+  (the conv2d encoder's 1 -> 256 first layer, declared as ``relu_stem``), computes the
+  stem chunk by chunk where it reads it (:class:`WinogradConv2d`): its whole output is
+  never made (1 -> 256 over 215 x 256: 56 MB, fresh memory the system faults in on every
+  call);
 * ``BatchNorm2d`` that directly follows a ``Conv2d`` or ``ConvTranspose2d`` in an
   ``nn.Sequential`` is folded into it, and one directly before a fold or Winograd
   transposed layer is absorbed into that (the fold layer with a border-exact shift map,
@@ -42,6 +47,7 @@ from audiointerp.models.winograd import winograd_applies
 
 FOLD_MIN_IN_CHANNELS = 64  # matmul + col2im pays off from this many inputs (the product's
 FOLD_MAX_OUT_CHANNELS = 16  # inner size) and up to this many outputs (oneDNN's weak case)
+STEM_MAX_INPUTS = 64  # a stem's im2col product stays cheap up to this inner size
 COLUMN_BUDGET_BYTES = 4 * 2**20  # col2im columns per chunk of input rows (cache-sized:
 # PIQ's k12 layer 290 ms at 64 MiB, 218 ms at 4 MiB, 211 ms at 1 MiB, 1 thread)
 
@@ -172,12 +178,26 @@ class _WinogradWeight:
 
 class WinogradConv2d(_WinogradWeight, nn.Conv2d):
     """``nn.Conv2d`` (kernel 4, stride 2) by Winograd over its input's sub-pixel phases
-    (:mod:`audiointerp.models.winograd`); the same sizes and math as the stock layer."""
+    (:mod:`audiointerp.models.winograd`); the same sizes and math as the stock layer.
+
+    With a ``stem`` (:func:`fuse_stem`), it computes ``layer(relu(stem(x)))`` from the
+    stem's input x, the stem evaluated chunk by chunk where the layer reads it: the
+    stem's whole output (the conv2d encoder's first map: 56 MB a 5-s clip at dim 256) is
+    never made.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.stem: nn.Conv2d | None = None
 
     def forward(self, input: Tensor) -> Tensor:
-        """(B, C_in, H, W) -> (B, C_out, H_out, W_out)."""
+        """(B, C_in, H, W) -> (B, C_out, H_out, W_out) (or from the stem's input)."""
         transformed = self._winograd_weight(winograd.phase_weight)
-        out = winograd.conv2d_stride2(input, transformed, self.padding)  # type: ignore[arg-type]
+        stem = None
+        if self.stem is not None:
+            layer = self.stem
+            stem = winograd.Stem(layer.weight, layer.bias, layer.stride, layer.padding)  # type: ignore[arg-type]
+        out = winograd.conv2d_stride2(input, transformed, self.padding, stem)  # type: ignore[arg-type]
         if self.bias is not None:
             out += self.bias.view(1, -1, 1, 1)
         return out
@@ -337,6 +357,35 @@ def _fold_declared_pairs(module: nn.Module) -> None:
             setattr(module, norm_name, nn.Identity())
 
 
+def _fuse_declared_stem(module: nn.Module) -> None:
+    """Fuse ``module.relu_stem`` (stem conv, its norm, layer, its norm: ``forward``
+    computes ``relu(norm(layer(relu(norm(stem(x))))))``) into one
+    :class:`WinogradConv2d` with a stem, once the norms are folded, when the stem has at
+    most ``STEM_MAX_INPUTS`` inputs per output (C_in kh kw): the fused layer takes the
+    stem's place and the layer's becomes an identity (the ReLU ``forward`` then applies
+    between them repeats one already applied)."""
+    names = getattr(module, "relu_stem", None)
+    if names is None:
+        return
+    stem, stem_norm, layer, layer_norm = (getattr(module, name) for name in names)
+    if isinstance(stem, ChannelsLast):
+        stem = stem.module
+    fusable = (
+        isinstance(layer, WinogradConv2d)
+        and type(stem) is nn.Conv2d
+        and all(isinstance(norm, nn.Identity) for norm in (stem_norm, layer_norm))
+        and stem.groups == 1
+        and stem.dilation == (1, 1)
+        and stem.padding_mode == "zeros"
+        and isinstance(stem.padding, tuple)
+        and stem.weight[0].numel() <= STEM_MAX_INPUTS
+    )
+    if fusable:
+        layer.stem = stem.to(memory_format=torch.contiguous_format)
+        setattr(module, names[0], layer)
+        setattr(module, names[2], nn.Identity())
+
+
 def _rewrite(module: nn.Module) -> None:
     """Rewrite ``module``'s children in place, depth first."""
     if isinstance(module, nn.Sequential):
@@ -349,6 +398,7 @@ def _rewrite(module: nn.Module) -> None:
             setattr(module, name, fast_conv(child))
         else:
             _rewrite(child)
+    _fuse_declared_stem(module)
     if isinstance(module, nn.Sequential):
         _fold_into_next(module)
 
@@ -379,10 +429,11 @@ def peak_activation_bytes(run: Callable[[], object], module: nn.Module) -> int:
         tensors = [t for t in (*inputs, output) if isinstance(t, Tensor)]
         peak = max(peak, sum(t.numel() * t.element_size() for t in tensors))
 
-    leaves = [
+    leaves = [  # a Winograd layer with a stem runs the stem's weights, not the stem
         m
         for m in module.modules()
-        if not list(m.children()) and not isinstance(m, torch.jit.ScriptModule)
+        if (not list(m.children()) or isinstance(m, WinogradConv2d))
+        and not isinstance(m, torch.jit.ScriptModule)
     ]
     handles = [leaf.register_forward_hook(record) for leaf in leaves]
     try:

@@ -17,7 +17,9 @@ transformed tiles stay cache-sized.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -98,47 +100,123 @@ def _tile_rows_per_chunk(channels: int, tiles_per_row: int) -> int:
     return max(1, CHUNK_BYTES // (SPAN * SPAN * channels * tiles_per_row * 4))
 
 
-def _input_spectra(
-    x: Tensor,
-    start: tuple[int, int],
-    shape: tuple[int, int],
-    phases: int,
-    affine: tuple[Tensor, Tensor] | None,
-    buffers: _ChunkBuffers,
-) -> Tensor:
-    """The Winograd-domain input tiles ``B^T d B`` of the kernel-2 correlation of ``x``'s
-    ``phases`` x ``phases`` sub-pixel phase images, for ``shape`` (rows, columns) of tiles
-    whose first reads pixel ``start`` (negative: zero padding, as is anything past ``x``'s
-    edges): (25, B rows cols, phases^2 C), channels phase-major.
+class Stem(NamedTuple):
+    """A convolution with few inputs whose ReLU'd output feeds a Winograd layer
+    (:func:`conv2d_stride2`): computed per chunk into the slab instead of as a whole
+    image. ``weight`` (C, C_in, kh, kw), ``bias`` (C,) or None, ``stride``, ``padding``."""
 
-    ``x`` is (B, H, W, C) with C contiguous. The pixels the tiles read are copied once
-    into a zero-padded slab (``affine`` (scale, shift), each (C,), maps them per channel
-    on the way: an eval BatchNorm before the layer; the padding stays zero). ``B^T`` is
-    then applied in two passes with an inner size of 5, where one 25 x 25 product would do
-    2.5x the arithmetic: along rows on the slab itself, where each tile row's input rows
-    are one contiguous block, then along columns after one strided copy puts the tiles in
-    the layout of the Winograd products (the copy moves whole channel vectors: a copy per
-    tile position and phase measured 4x slower, from Python-loop overhead).
-    """
-    b, height, width, c = x.shape
-    (rows, cols), step = shape, TILE * phases  # input pixels between tiles
-    span = (step * rows + phases, step * cols + phases)  # pixels read, from ``start``
-    # the part of x the tiles read: rows [r0, r1), columns [c0, c1); slab = it + zeros
+    weight: Tensor
+    bias: Tensor | None
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The stem's output (rows, columns) for an input of (height, width)."""
+        sizes = zip((height, width), self.weight.shape[2:], self.stride, self.padding, strict=True)
+        return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in sizes)  # type: ignore[return-value]
+
+
+Fill = Callable[[Tensor, tuple[int, int]], None]
+
+
+def _overlap(
+    start: tuple[int, int], span: tuple[int, int], size: tuple[int, int]
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """Where a (span) window from ``start`` meets a (size) image: the window's
+    (top, bottom, left, right) and the image's (r0, r1, c0, c1)."""
     r0, c0 = max(0, start[0]), max(0, start[1])
-    r1 = max(r0, min(height, start[0] + span[0]))
-    c1 = max(c0, min(width, start[1] + span[1]))
-    (top, bottom), (left, right) = (r0 - start[0], r1 - start[0]), (c0 - start[1], c1 - start[1])
-    slab = buffers.get("slab", b, *span, c)
+    r1 = max(r0, min(size[0], start[0] + span[0]))
+    c1 = max(c0, min(size[1], start[1] + span[1]))
+    return (r0 - start[0], r1 - start[0], c0 - start[1], c1 - start[1]), (r0, r1, c0, c1)
+
+
+def _zero_outside(slab: Tensor, top: int, bottom: int, left: int, right: int) -> None:
+    """Zero ``slab`` (B, H, W, C) outside rows [top, bottom) x columns [left, right)."""
     inner = slab[:, top:bottom]
     for edge in (slab[:, :top], slab[:, bottom:], inner[:, :, :left], inner[:, :, right:]):
         edge.zero_()
-    source, target = x[:, r0:r1, c0:c1], slab[:, top:bottom, left:right]
-    if affine is None:
-        target.copy_(source)
-    else:
-        torch.addcmul(affine[1], source, affine[0], out=target)
-    bt = _transforms()[2].to(x)
-    pixel_row = span[1] * c
+
+
+def _copy_fill(x: Tensor, affine: tuple[Tensor, Tensor] | None) -> Fill:
+    """Fills a slab with ``x``'s (B, H, W, C) pixels from a start (zero past its edges),
+    mapped per channel by ``affine`` (scale, shift), each (C,), when given (an eval
+    BatchNorm before the layer; the padding stays zero)."""
+
+    def fill(slab: Tensor, start: tuple[int, int]) -> None:
+        (top, bottom, left, right), (r0, r1, c0, c1) = _overlap(
+            start, slab.shape[1:3], x.shape[1:3]
+        )
+        _zero_outside(slab, top, bottom, left, right)
+        source, target = x[:, r0:r1, c0:c1], slab[:, top:bottom, left:right]
+        if affine is None:
+            target.copy_(source)
+        else:
+            torch.addcmul(affine[1], source, affine[0], out=target)
+
+    return fill
+
+
+def _stem_fill(
+    raw: Tensor, stem: Stem, column_start: int, span_w: int, buffers: _ChunkBuffers
+) -> Fill:
+    """Fills a slab with ReLU(stem(raw)) from a start (zero past the stem output's edges),
+    computed for just the slab's rows: an im2col of ``raw`` (B, C_in, H, W) times the
+    stem's weight, written straight into the slab. Every chunk's columns start at
+    ``column_start`` and span ``span_w``, those past the edges computed and then zeroed
+    so that the slab's rows stay one contiguous block."""
+    (kh, kw), (sh, sw), (ph, pw) = stem.weight.shape[2:], stem.stride, stem.padding
+    size = stem.output_size(*raw.shape[2:])
+    last = column_start + span_w - 1
+    pad_left = max(0, pw - sw * column_start)
+    pad_right = max(0, sw * last - pw + kw - raw.shape[3])
+    pad_bottom = max(0, sh * (size[0] - 1) - ph + kh - raw.shape[2])
+    padded = F.pad(raw, (pad_left, pad_right, ph, pad_bottom))
+    matrix = stem.weight.reshape(stem.weight.shape[0], -1).t()  # (C_in kh kw, C)
+    s_b, s_c, s_h, s_w = padded.stride()
+
+    def fill(slab: Tensor, start: tuple[int, int]) -> None:
+        assert start[1] == column_start and slab.shape[2] == span_w, (start, slab.shape)
+        (top, bottom, left, right), (r0, r1, _, _) = _overlap(start, slab.shape[1:3], size)
+        if bottom > top:
+            offset = r0 * sh * s_h + (sw * column_start - pw + pad_left) * s_w
+            shape = (bottom - top, span_w, raw.shape[1], kh, kw)
+            for item in range(len(raw)):
+                windows = padded[item].as_strided(
+                    shape,
+                    (sh * s_h, sw * s_w, s_c, s_h, s_w),
+                    padded[item].storage_offset() + offset,
+                )
+                columns = buffers.get("columns", *shape).copy_(windows).view(-1, matrix.shape[0])
+                target = slab[item, top:bottom].view(-1, matrix.shape[1])
+                if stem.bias is None:
+                    torch.mm(columns, matrix, out=target)
+                else:
+                    torch.addmm(stem.bias, columns, matrix, out=target)
+            slab[:, top:bottom].relu_()
+        _zero_outside(slab, top, bottom, left, right)
+
+    return fill
+
+
+def _input_spectra(
+    slab: Tensor, shape: tuple[int, int], phases: int, buffers: _ChunkBuffers
+) -> Tensor:
+    """The Winograd-domain input tiles ``B^T d B`` of the kernel-2 correlation of the
+    ``phases`` x ``phases`` sub-pixel phase images of ``slab`` (B, H, W, C) (the pixels
+    the tiles read, zero padding included), for ``shape`` (rows, columns) of tiles: (25,
+    B rows cols, phases^2 C), channels phase-major.
+
+    ``B^T`` is applied in two passes with an inner size of 5, where one 25 x 25 product
+    would do 2.5x the arithmetic: along rows on the slab itself, where each tile row's
+    input rows are one contiguous block, then along columns after one strided copy puts
+    the tiles in the layout of the Winograd products (the copy moves whole channel
+    vectors: a copy per tile position and phase measured 4x slower, from Python-loop
+    overhead).
+    """
+    b, _, span_w, c = slab.shape
+    (rows, cols), step = shape, TILE * phases  # input pixels between tiles
+    bt = _transforms()[2].to(slab)
+    pixel_row = span_w * c
     row = phases * pixel_row  # a tile row's i-th input row of every phase: contiguous
     rowed = buffers.get("rowed", b, rows, SPAN, row)  # B^T along rows: (B, rows, k, [a, W, C])
     for item in range(b):
@@ -154,6 +232,11 @@ def _input_spectra(
     spectra = buffers.get("spectra", *tiles.shape)
     torch.bmm(bt.expand(SPAN, SPAN, SPAN), tiles, out=spectra)  # B^T along columns
     return spectra.view(SPAN * SPAN, b * rows * cols, phases * phases * c)
+
+
+def _span(shape: tuple[int, int], phases: int) -> tuple[int, int]:
+    """The input pixels (rows, columns) that ``shape`` (rows, columns) of tiles read."""
+    return (TILE * phases * shape[0] + phases, TILE * phases * shape[1] + phases)
 
 
 def _channels_inner(input: Tensor) -> Tensor:
@@ -188,21 +271,32 @@ def transposed_phase_weight(weight: Tensor) -> Tensor:
     return taps.permute(3, 5, 1, 0, 2, 4).reshape(4 * c_out, c_in, 2, 2)
 
 
-def conv2d_stride2(input: Tensor, transformed: Tensor, padding: tuple[int, int]) -> Tensor:
+def conv2d_stride2(
+    input: Tensor, transformed: Tensor, padding: tuple[int, int], stem: Stem | None = None
+) -> Tensor:
     """``F.conv2d(input, weight, None, 2, padding)`` for a kernel-4 ``weight``, given
     ``transform_weight(phase_weight(weight))``: (B, C_in, H, W) -> (B, C_out, H', W'),
-    channels-last."""
-    (ph, pw), (b, c_in, height, width) = padding, input.shape
+    channels-last. With ``stem``, ``input`` is the stem's input and the layer reads
+    ReLU(stem(input)) (:class:`Stem`)."""
+    b, c_in, height, width = input.shape
+    if stem is not None:
+        c_in, (height, width) = stem.weight.shape[0], stem.output_size(height, width)
+    (ph, pw), c_out = padding, transformed.shape[2]
     out_h, out_w = (height + 2 * ph - 4) // 2 + 1, (width + 2 * pw - 4) // 2 + 1
     rows, cols = -(-out_h // TILE), -(-out_w // TILE)
-    x = _channels_inner(input)
-    c_out = transformed.shape[2]
     out = _channels_last_empty(input, c_out, rows * TILE, cols * TILE)
     tiled = out.permute(0, 2, 3, 1).unflatten(2, (cols, TILE)).unflatten(1, (rows, TILE))
-    step, buffers = _tile_rows_per_chunk(c_out + 4 * c_in, b * cols), _ChunkBuffers(x)
+    step, buffers = _tile_rows_per_chunk(c_out + 4 * c_in, b * cols), _ChunkBuffers(input)
+    span_w = _span((step, cols), 2)[1]
+    if stem is None:
+        fill = _copy_fill(_channels_inner(input), None)
+    else:
+        fill = _stem_fill(input, stem, -pw, span_w, buffers)
     for top in range(0, rows, step):
         n = min(step, rows - top)
-        spectra = _input_spectra(x, (2 * TILE * top - ph, -pw), (n, cols), 2, None, buffers)
+        slab = buffers.get("slab", b, *_span((n, cols), 2), c_in)
+        fill(slab, (2 * TILE * top - ph, -pw))
+        spectra = _input_spectra(slab, (n, cols), 2, buffers)
         outputs = _multiply(spectra, transformed, buffers).view(TILE, TILE, b, n, cols, c_out)
         tiled[:, top : top + n] = outputs.permute(2, 3, 0, 4, 1, 5)  # B n k cols l C
     return out[:, :, :out_h, :out_w]
@@ -234,12 +328,13 @@ def conv_transpose2d_stride2(
     full[:, :, :, 2 * cols * TILE :] = constant
     phases = full[:, :, : 2 * rows * TILE, : 2 * cols * TILE].permute(0, 2, 3, 1)
     phases = phases.unflatten(2, (cols, TILE, 2)).unflatten(1, (rows, TILE, 2))
-    x = _channels_inner(input)
-    step, buffers = _tile_rows_per_chunk(4 * c_out + c_in, b * cols), _ChunkBuffers(x)
+    fill = _copy_fill(_channels_inner(input), input_affine)
+    step, buffers = _tile_rows_per_chunk(4 * c_out + c_in, b * cols), _ChunkBuffers(input)
     for top in range(0, rows, step):
         n = min(step, rows - top)
-        start = (TILE * top - 1, -1)
-        spectra = _input_spectra(x, start, (n, cols), 1, input_affine, buffers)
+        slab = buffers.get("slab", b, *_span((n, cols), 1), c_in)
+        fill(slab, (TILE * top - 1, -1))
+        spectra = _input_spectra(slab, (n, cols), 1, buffers)
         outputs = _multiply(spectra, transformed, buffers)
         if bias is not None:
             outputs = outputs.view(TILE * TILE, -1, 4, c_out).add_(bias)
