@@ -215,6 +215,33 @@ def test_the_encoder_stem_fuses_into_its_winograd_layer(monkeypatch, chunk_bytes
     )
 
 
+# (B, stem C_in, C, (H, W), stem kernel, stride, padding, bias)
+STEMS = [
+    (1, 1, 4, (37, 45), 4, 2, 1, True),  # the conv2d encoder's
+    (2, 1, 3, (64, 64), 4, 2, 1, False),
+    (2, 3, 5, (29, 53), 3, 1, 1, True),
+    (1, 2, 4, (50, 31), 5, 2, 2, True),
+]
+
+
+@pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1])
+@pytest.mark.parametrize(("b", "c_in", "c", "size", "k", "s", "p", "bias"), STEMS)
+def test_winograd_convolution_of_a_fused_stem(
+    monkeypatch, chunk_bytes, b, c_in, c, size, k, s, p, bias
+) -> None:
+    """``conv2d_stride2(x, ..., stem)`` is the layer applied to ReLU(stem(x))."""
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(4)
+    x, stem = torch.randn(b, c_in, *size), nn.Conv2d(c_in, c, k, s, p, bias=bias)
+    weight = torch.randn(3, c, 4, 4) / (4 * c**0.5)
+    expected = nn.functional.conv2d(torch.relu(stem(x)), weight, None, 2, 1)
+    transformed = winograd.transform_weight(winograd.phase_weight(weight))
+    spec = winograd.Stem(stem.weight, stem.bias, stem.stride, stem.padding)
+    got = winograd.conv2d_stride2(x, transformed, (1, 1), spec)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_winograd_transforms_compute_the_two_tap_correlation_exactly() -> None:
     """``A^T [(G g) * (B^T d)]`` is ``y_k = g_0 d_k + g_1 d_(k+1)`` (float64, any g, d)."""
     at, g, bt = winograd._transforms()

@@ -160,10 +160,10 @@ def _stem_fill(
     raw: Tensor, stem: Stem, column_start: int, span_w: int, buffers: _ChunkBuffers
 ) -> Fill:
     """Fills a slab with ReLU(stem(raw)) from a start (zero past the stem output's edges),
-    computed for just the slab's rows: an im2col of ``raw`` (B, C_in, H, W) times the
-    stem's weight, written straight into the slab. Every chunk's columns start at
-    ``column_start`` and span ``span_w``, those past the edges computed and then zeroed
-    so that the slab's rows stay one contiguous block."""
+    computed for just the slab's rows: an im2col of ``raw`` (B, C_in, H, W) with a column
+    of ones times the stem's weight with its bias as a last row, written straight into the
+    slab. Every chunk's columns start at ``column_start`` and span ``span_w``, those past
+    the edges computed and then zeroed so that the slab's rows stay one contiguous block."""
     (kh, kw), (sh, sw), (ph, pw) = stem.weight.shape[2:], stem.stride, stem.padding
     size = stem.output_size(*raw.shape[2:])
     last = column_start + span_w - 1
@@ -172,6 +172,9 @@ def _stem_fill(
     pad_bottom = max(0, sh * (size[0] - 1) - ph + kh - raw.shape[2])
     padded = F.pad(raw, (pad_left, pad_right, ph, pad_bottom))
     matrix = stem.weight.reshape(stem.weight.shape[0], -1).t()  # (C_in kh kw, C)
+    inputs = matrix.shape[0]
+    if stem.bias is not None:
+        matrix = torch.cat([matrix, stem.bias.unsqueeze(0)])
     s_b, s_c, s_h, s_w = padded.stride()
 
     def fill(slab: Tensor, start: tuple[int, int]) -> None:
@@ -180,18 +183,16 @@ def _stem_fill(
         if bottom > top:
             offset = r0 * sh * s_h + (sw * column_start - pw + pad_left) * s_w
             shape = (bottom - top, span_w, raw.shape[1], kh, kw)
+            columns = buffers.get("columns", (bottom - top) * span_w, len(matrix))
+            columns[:, inputs:] = 1.0  # the bias's column
             for item in range(len(raw)):
                 windows = padded[item].as_strided(
                     shape,
                     (sh * s_h, sw * s_w, s_c, s_h, s_w),
                     padded[item].storage_offset() + offset,
                 )
-                columns = buffers.get("columns", *shape).copy_(windows).view(-1, matrix.shape[0])
-                target = slab[item, top:bottom].view(-1, matrix.shape[1])
-                if stem.bias is None:
-                    torch.mm(columns, matrix, out=target)
-                else:
-                    torch.addmm(stem.bias, columns, matrix, out=target)
+                columns[:, :inputs].unflatten(0, shape[:2]).unflatten(2, shape[2:]).copy_(windows)
+                torch.mm(columns, matrix, out=slab[item, top:bottom].view(-1, matrix.shape[1]))
             slab[:, top:bottom].relu_()
         _zero_outside(slab, top, bottom, left, right)
 
