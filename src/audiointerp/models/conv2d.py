@@ -44,7 +44,8 @@ class Conv2dEncoder(nn.Module):
 
     # ``forward`` applies each norm directly to its conv's output (fast_copy folds them)
     conv_norm_pairs: ClassVar = tuple((f"conv{i}", f"bn{i}") for i in range(1, 5))
-    # and computes relu(bn2(conv2(relu(bn1(conv1(x)))))) (fast_copy fuses the two stages)
+    # and computes relu(bn2(conv2(relu(bn1(conv1(x)))))) (fast_copy fuses the two stages
+    # into conv1, leaving conv2 an identity that ``forward`` skips)
     relu_stem: ClassVar = ("conv1", "bn1", "conv2", "bn2")
 
     def __init__(self, dim: int = 256):
@@ -68,6 +69,8 @@ class Conv2dEncoder(nn.Module):
             (self.conv3, self.bn3),
             (self.conv4, self.bn4),
         ):
+            if isinstance(conv, nn.Identity):  # fused into the stage before by fast_copy
+                continue
             x = F.relu(norm(conv(x)), inplace=True)  # a fresh output: no copy
         return self.resblock(x)
 

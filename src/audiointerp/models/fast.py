@@ -362,8 +362,8 @@ def _fuse_declared_stem(module: nn.Module) -> None:
     computes ``relu(norm(layer(relu(norm(stem(x))))))``) into one
     :class:`WinogradConv2d` with a stem, once the norms are folded, when the stem has at
     most ``STEM_MAX_INPUTS`` inputs per output (C_in kh kw): the fused layer takes the
-    stem's place and the layer's becomes an identity (the ReLU ``forward`` then applies
-    between them repeats one already applied)."""
+    stem's place and the layer's becomes an identity, which ``forward`` skips with its
+    norm and ReLU)."""
     names = getattr(module, "relu_stem", None)
     if names is None:
         return
