@@ -12,11 +12,13 @@ evaluating or serving, where no gradient is needed, and rewrites it layer by lay
   ``Conv2d(k4, s2)`` encoder layers and ``ConvTranspose2d(k3 or k4, s2)`` decoder
   layers, become :class:`WinogradConv2d` / :class:`WinogradConvTranspose2d`: Winograd
   F(4x4, 2x2) over sub-pixel phases (:mod:`audiointerp.models.winograd`), 2.56x fewer
-  multiplications; PIQ's largest decoder layer 1.09 -> 0.79 s, the classifier's
-  256 -> 256 encoder layer 0.29 -> 0.20 s a clip (1 thread), less than 2.56x because the
-  transforms and copies move memory. Every other ``Conv2d`` and ``ConvTranspose2d``
-  keeps the stock implementation in channels-last memory, which oneDNN runs up to ~2x
-  faster than channels-first (the classifier's 1 -> 256 first layer: 2x);
+  multiplications; PIQ's largest decoder layer 1.69 -> 0.77 s, the classifier's
+  largest 256 -> 256 encoder layer 0.36 -> 0.17 s a clip (1 thread, against the stock
+  layer on channels-first input, as the plain path runs it; 0.26 s channels-last), less
+  than 2.56x because the transforms and copies move memory. Every other ``Conv2d`` and
+  ``ConvTranspose2d`` keeps the stock implementation in channels-last memory, which
+  oneDNN runs up to ~2x faster than channels-first (the classifier's 1 -> 256 first
+  layer: 2x, when it is not fused as a stem);
 * a Winograd layer that reads ``relu(stem(x))``, ``stem`` a convolution with few inputs
   (the conv2d encoder's 1 -> 256 first layer, declared as ``relu_stem``), computes the
   stem chunk by chunk where it reads it (:class:`WinogradConv2d`): its whole output is
