@@ -11,7 +11,9 @@ channel pair instead of 64, a 2.56x smaller matrix product: the reference decode
 256 -> 256 layers and the classifier's 256 -> 256 encoder layers are most of an
 explanation's time (README, "Speed"). The transforms are exact in exact arithmetic; in
 float32 they add errors of ~1e-6 relative. The work is done in chunks of tile rows so the
-transformed tiles stay cache-sized.
+transformed tiles stay cache-sized: each chunk's input pixels are copied into a
+zero-padded slab (or, for a fused :class:`Stem`, computed there), its tiles transformed
+from the slab and multiplied, and its outputs written into the layer's output.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class Stem(NamedTuple):
         return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in sizes)  # type: ignore[return-value]
 
 
-Fill = Callable[[Tensor, tuple[int, int]], None]
+Fill = Callable[[Tensor, tuple[int, int]], None]  # (slab (B, H, W, C), its first pixel)
 
 
 def _overlap(
@@ -175,11 +177,11 @@ def _stem_fill(
     inputs = matrix.shape[0]
     if stem.bias is not None:
         matrix = torch.cat([matrix, stem.bias.unsqueeze(0)])
-    s_b, s_c, s_h, s_w = padded.stride()
+    _, s_c, s_h, s_w = padded.stride()
 
     def fill(slab: Tensor, start: tuple[int, int]) -> None:
         assert start[1] == column_start and slab.shape[2] == span_w, (start, slab.shape)
-        (top, bottom, left, right), (r0, r1, _, _) = _overlap(start, slab.shape[1:3], size)
+        (top, bottom, left, right), (r0, *_) = _overlap(start, slab.shape[1:3], size)
         if bottom > top:
             offset = r0 * sh * s_h + (sw * column_start - pw + pad_left) * s_w
             shape = (bottom - top, span_w, raw.shape[1], kh, kw)
