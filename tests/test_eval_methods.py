@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import re
@@ -37,7 +39,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data, run = make_model_run(tmp_path_factory.mktemp("methods"))
     args = ["eval", str(run), "--data_folder", str(data), "--n_mixtures", "2", "--max_clips",
             "1", "--sanity_clips", "1", "--n_examples", "0", "--methods", *METHODS]  # fmt: skip
-    assert main(args) == 0
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert main(args) == 0
+    assert printed.getvalue().count("oracle (ideal ratio mask)") == 1  # the table, once
     assert main(["report", str(run)]) == 0
     return run
 

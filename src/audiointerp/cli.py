@@ -21,7 +21,7 @@ from audiointerp.data.download import ESC50_URL, prepare_esc50
 from audiointerp.data.mixtures import make_mixtures
 from audiointerp.data.synthetic import ensure_synthetic, summarize
 from audiointerp.errors import USER_ERRORS, UserError
-from audiointerp.evaluation import BOUND_METHODS, EvalConfig, evaluate
+from audiointerp.evaluation import BOUND_METHODS, EvalConfig, evaluate, format_table
 from audiointerp.hub import HUB_MODELS, pull
 from audiointerp.interpreters.nmf import import_nmf
 from audiointerp.interpreters.registry import INTERPRETERS
@@ -244,7 +244,7 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         methods=tuple(args.methods),
     )
-    evaluate(
+    result = evaluate(
         args.model_dirs,
         args.data_folder,
         mixtures=args.mixtures,
@@ -253,6 +253,7 @@ def _eval(args: argparse.Namespace) -> int:
         config=config,
         classifier=None if args.classifier is None else load_external(args.classifier),
     )
+    print(format_table(result))
     return EXIT_OK
 
 

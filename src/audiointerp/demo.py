@@ -178,8 +178,9 @@ def run_sanity(
     evaluation = out / name
     config = EvalConfig(methods=EVAL_METHODS)
     manifest = out / "mixtures" / "mixtures.csv"
-    evaluate(models, data, mixtures=manifest, out=evaluation, config=config, sanity_runs=runs,
-             randomized_classifier=random_folder)  # fmt: skip
+    result = evaluate(models, data, mixtures=manifest, out=evaluation, config=config,
+                      sanity_runs=runs, randomized_classifier=random_folder)  # fmt: skip
+    print(format_table(result))
     build_report(evaluation)
     print(f"Sanity tier finished in {(time.perf_counter() - start) / 60:.1f} min: {evaluation}")
     return evaluation

@@ -44,7 +44,7 @@ from audiointerp.evaluation.methods import (
     default_output_folder,
     inference_parts,
 )
-from audiointerp.evaluation.table import format_table, rank_methods
+from audiointerp.evaluation.table import rank_methods
 from audiointerp.explain import Explanation, explain
 from audiointerp.explain import classify as classify_waveforms
 from audiointerp.interpreters.controls import EnergyControl
@@ -383,5 +383,4 @@ def evaluate(
     result = json_safe(result)
     result["ranking"] = rank_methods(result["methods"])
     write_metrics(out, result)
-    print(format_table(result))
     return result
