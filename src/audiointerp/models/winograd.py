@@ -90,7 +90,14 @@ def _multiply(spectra: Tensor, transformed: Tensor, buffers: _ChunkBuffers) -> T
     rows, columns first)."""
     at = _transforms()[0].to(spectra)
     n, c_out = spectra.shape[1], transformed.shape[2]
-    products = torch.bmm(spectra, transformed, out=buffers.get("products", SPAN * SPAN, n, c_out))
+    products = buffers.get("products", SPAN * SPAN, n, c_out)
+    # a batched product gives each thread whole matrices: as many as split evenly over
+    # the threads go together, the rest one by one with all threads (2 threads: 24 + 1,
+    # 4 % faster than 25 at once)
+    even = SPAN * SPAN - SPAN * SPAN % torch.get_num_threads()
+    torch.bmm(spectra[:even], transformed[:even], out=products[:even])
+    for point in range(even, SPAN * SPAN):
+        torch.mm(spectra[point], transformed[point], out=products[point])
     outputs = buffers.get("outputs", TILE * TILE, n * c_out)
     return torch.mm(torch.kron(at, at), products.flatten(1), out=outputs).view(
         TILE * TILE, n, c_out
