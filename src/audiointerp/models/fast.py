@@ -182,10 +182,10 @@ class WinogradConv2d(_WinogradWeight, nn.Conv2d):
     """``nn.Conv2d`` (kernel 4, stride 2) by Winograd over its input's sub-pixel phases
     (:mod:`audiointerp.models.winograd`); the same sizes and math as the stock layer.
 
-    With a ``stem`` (:func:`fuse_stem`), it computes ``layer(relu(stem(x)))`` from the
-    stem's input x, the stem evaluated chunk by chunk where the layer reads it: the
-    stem's whole output (the conv2d encoder's first map: 56 MB a 5-s clip at dim 256) is
-    never made.
+    With a ``stem`` (set by :func:`fast_copy` where a module declares ``relu_stem``), it
+    computes ``layer(relu(stem(x)))`` from the stem's input x, the stem evaluated chunk by
+    chunk where the layer reads it: the stem's whole output (the conv2d encoder's first
+    map: 56 MB a 5-s clip at dim 256) is never made.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -363,9 +363,9 @@ def _fuse_declared_stem(module: nn.Module) -> None:
     """Fuse ``module.relu_stem`` (stem conv, its norm, layer, its norm: ``forward``
     computes ``relu(norm(layer(relu(norm(stem(x))))))``) into one
     :class:`WinogradConv2d` with a stem, once the norms are folded, when the stem has at
-    most ``STEM_MAX_INPUTS`` inputs per output (C_in kh kw): the fused layer takes the
+    most ``STEM_MAX_INPUTS`` inputs per output (C_in kh kw). The fused layer takes the
     stem's place and the layer's becomes an identity, which ``forward`` skips with its
-    norm and ReLU)."""
+    norm and ReLU."""
     names = getattr(module, "relu_stem", None)
     if names is None:
         return
