@@ -68,9 +68,9 @@ def transform_weight(weight: Tensor) -> Tensor:
 
 
 class _ChunkBuffers:
-    """A layer call's chunk arrays, allocated by its first (largest) chunk and reused by
-    the others: arrays allocated and freed per chunk are handed back to the system and
-    faulted in again each time (the tile copy ran at ~2 GB/s that way)."""
+    """A layer call's chunk arrays, allocated on first use (grown if a later chunk needs
+    more) and reused by every chunk: arrays allocated and freed per chunk are handed back
+    to the system and faulted in again each time (the tile copy ran at ~2 GB/s that way)."""
 
     def __init__(self, like: Tensor):
         self.like = like
@@ -297,11 +297,10 @@ def conv2d_stride2(
     out = _channels_last_empty(input, c_out, rows * TILE, cols * TILE)
     tiled = out.permute(0, 2, 3, 1).unflatten(2, (cols, TILE)).unflatten(1, (rows, TILE))
     step, buffers = _tile_rows_per_chunk(c_out + 4 * c_in, b * cols), _ChunkBuffers(input)
-    span_w = _span((step, cols), 2)[1]
     if stem is None:
         fill = _copy_fill(_channels_inner(input), None)
     else:
-        fill = _stem_fill(input, stem, -pw, span_w, buffers)
+        fill = _stem_fill(input, stem, -pw, _span((step, cols), 2)[1], buffers)
     for top in range(0, rows, step):
         n = min(step, rows - top)
         slab = buffers.get("slab", b, *_span((n, cols), 2), c_in)
