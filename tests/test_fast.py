@@ -13,7 +13,7 @@ from torch import nn
 
 from audiointerp.features import FeatureConfig
 from audiointerp.interpreters.registry import build_interpreter
-from audiointerp.models import ClassifierConfig, build_classifier, winograd
+from audiointerp.models import ClassifierConfig, build_classifier, native, winograd
 from audiointerp.models import fast as fast_module
 from audiointerp.models.cnn14 import ConvBlock
 from audiointerp.models.conv2d import Conv2dEncoder
@@ -35,6 +35,16 @@ from audiointerp.pipeline import Explainer
 def _no_grad():
     with torch.no_grad():
         yield
+
+
+@pytest.fixture(params=["compiled", "pytorch"])
+def kernels(request, monkeypatch) -> str:
+    """The Winograd input transform from the compiled kernel, then from PyTorch."""
+    if request.param == "pytorch":
+        monkeypatch.setattr(native, "input_transform", lambda: None)
+    elif native.input_transform() is None:
+        pytest.skip("no compiled kernels on this machine")
+    return request.param
 
 
 # (C_in, C_out, kernel, stride, padding, output_padding, dilation, bias, (H, W))
@@ -191,7 +201,7 @@ def test_declared_conv_norm_pairs_fold_in_the_encoders() -> None:
 
 
 @pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1])  # one chunk; one tile row a chunk
-def test_the_encoder_stem_fuses_into_its_winograd_layer(monkeypatch, chunk_bytes) -> None:
+def test_the_encoder_stem_fuses_into_its_winograd_layer(monkeypatch, kernels, chunk_bytes) -> None:
     """conv1 -> BN -> ReLU -> conv2 of the conv2d encoder: conv1 computed inside conv2's
     chunks equals the stock chain (odd sizes, a batch of 2, stem-padded edges)."""
     monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
@@ -227,7 +237,7 @@ STEMS = [
 @pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1])
 @pytest.mark.parametrize(("b", "c_in", "c", "size", "k", "s", "p", "bias"), STEMS)
 def test_winograd_convolution_of_a_fused_stem(
-    monkeypatch, chunk_bytes, b, c_in, c, size, k, s, p, bias
+    monkeypatch, kernels, chunk_bytes, b, c_in, c, size, k, s, p, bias
 ) -> None:
     """``conv2d_stride2(x, ..., stem)`` is the layer applied to ReLU(stem(x))."""
     monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
@@ -280,7 +290,7 @@ STRIDED = [
 @pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1])  # one chunk; one tile row a chunk
 @pytest.mark.parametrize(("c_in", "c_out", "p", "bias", "size"), STRIDED)
 def test_winograd_convolution_equals_the_stock_layer(
-    monkeypatch, chunk_bytes, c_in, c_out, p, bias, size
+    monkeypatch, kernels, chunk_bytes, c_in, c_out, p, bias, size
 ) -> None:
     monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
@@ -309,7 +319,7 @@ WINOGRAD_TRANSPOSED = [
 @pytest.mark.parametrize("chunk_bytes", [64 * 2**20, 1])
 @pytest.mark.parametrize(("c_in", "c_out", "k", "p", "op", "bias", "size"), WINOGRAD_TRANSPOSED)
 def test_winograd_transposed_convolution_equals_the_stock_layer(
-    monkeypatch, chunk_bytes, c_in, c_out, k, p, op, bias, size
+    monkeypatch, kernels, chunk_bytes, c_in, c_out, k, p, op, bias, size
 ) -> None:
     monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)

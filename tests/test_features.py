@@ -14,6 +14,7 @@ from audiointerp.features import (
     magnitude,
     mel_filterbank,
     power,
+    unit_phase,
 )
 
 
@@ -52,6 +53,15 @@ def test_zero_mask_gives_silence_and_half_mask_halves_linear() -> None:
     assert zeros.abs().max() < 1e-6
     half = extractor.synthesize(0.5 * features.magnitude, features)
     assert _snr_db(0.5 * waveform, half) > 60
+
+
+def test_unit_phase_is_polar_of_the_angle_including_zeros() -> None:
+    spec = torch.randn(2, 7, 9, dtype=torch.complex64)
+    spec[0, 0, :3] = torch.tensor([0.0, -2.0, 3j])  # zero, negative real, imaginary
+    expected = torch.polar(torch.ones(spec.shape), torch.angle(spec))
+    unit = unit_phase(spec)
+    assert torch.allclose(unit, expected, atol=1e-6)
+    assert unit[0, 0, 0] == 1.0 and unit[0, 0, 1] == -1.0 and unit[0, 0, 2] == 1j
 
 
 def test_magnitude_matches_reference_formula() -> None:

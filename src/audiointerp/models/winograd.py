@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiointerp.models import native
+
 TILE = 4  # output rows and columns per tile
 SPAN = TILE + 1  # input rows and columns per tile (kernel 2)
 POINTS = (0.0, 1.0, -1.0, 0.5)  # the finite interpolation points; the fifth is infinity
@@ -225,6 +227,11 @@ def _input_spectra(
     """
     b, _, span_w, c = slab.shape
     (rows, cols), step = shape, TILE * phases  # input pixels between tiles
+    compiled = native.input_transform() if slab.dtype == torch.float32 else None
+    if compiled is not None:  # one pass, module notes of audiointerp.models.native
+        spectra = buffers.get("spectra", SPAN * SPAN, b * rows * cols, phases * phases * c)
+        compiled(slab, spectra, shape, phases)
+        return spectra
     bt = _transforms()[2].to(slab)
     pixel_row = span_w * c
     row = phases * pixel_row  # a tile row's i-th input row of every phase: contiguous
