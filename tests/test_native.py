@@ -41,7 +41,7 @@ def test_compiled_input_transform_equals_pytorch(
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        transform(slab, spectra, shape, phases)
+        transform(slab, spectra, shape, phases, winograd._transforms()[2].float())
     finally:
         torch.set_num_threads(previous)
     torch.testing.assert_close(spectra, expected, rtol=1e-5, atol=1e-5)

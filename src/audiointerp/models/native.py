@@ -96,27 +96,31 @@ def _library() -> ctypes.CDLL | None:
         return None
     function = library.winograd_input_transform
     function.restype = None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_long] * 7, ctypes.c_int]
+    pointer = ctypes.c_void_p
+    function.argtypes = [pointer, pointer, *[ctypes.c_long] * 7, pointer, ctypes.c_int]
     return library
 
 
-InputTransform = Callable[[Tensor, Tensor, tuple[int, int], int], None]
+InputTransform = Callable[[Tensor, Tensor, tuple[int, int], int, Tensor], None]
 
 
 def input_transform() -> InputTransform | None:
-    """``transform(slab, spectra, (rows, cols), phases)``: the Winograd input transform of
-    :func:`audiointerp.models.winograd._input_spectra` written into ``spectra``, or None
-    when the kernels are unavailable (module notes). Both tensors float32, CPU,
-    contiguous."""
+    """``transform(slab, spectra, (rows, cols), phases, bt)``: the Winograd input
+    transform of :func:`audiointerp.models.winograd._input_spectra` with the (5, 5)
+    matrix ``bt`` (B^T), written into ``spectra``, or None when the kernels are
+    unavailable (module notes). All three float32, CPU, contiguous."""
     library = _library()
     if library is None:
         return None
 
-    def transform(slab: Tensor, spectra: Tensor, shape: tuple[int, int], phases: int) -> None:
+    def transform(
+        slab: Tensor, spectra: Tensor, shape: tuple[int, int], phases: int, bt: Tensor
+    ) -> None:
         b, height, width, channels = slab.shape
         tiles = b * shape[0] * shape[1]
-        assert slab.dtype == spectra.dtype == torch.float32, (slab.dtype, spectra.dtype)
-        assert slab.is_contiguous() and spectra.is_contiguous()
+        tensors = (slab, spectra, bt)
+        assert all(t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+        assert bt.shape == (5, 5), bt.shape
         assert spectra.shape == (25, tiles, phases * phases * channels), spectra.shape
         assert height >= 4 * phases * shape[0] + phases and width >= 4 * phases * shape[1] + phases
         library.winograd_input_transform(
@@ -129,6 +133,7 @@ def input_transform() -> InputTransform | None:
             shape[0],
             shape[1],
             phases,
+            bt.data_ptr(),
             torch.get_num_threads(),
         )
 

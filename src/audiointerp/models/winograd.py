@@ -58,7 +58,8 @@ def _transforms() -> tuple[Tensor, Tensor, Tensor]:
             targets[2 * k + t, k + t] = 1.0
     bt = torch.linalg.lstsq(coefficients, targets).solution
     assert torch.allclose(coefficients @ bt, targets, atol=1e-12), "no exact B^T"
-    return at, g, torch.where(bt.abs() < 1e-12, 0.0, bt)  # exact zeros, not rounding noise
+    bt = torch.where(bt.abs() < 1e-12, 0.0, bt)  # exact zeros, not rounding noise
+    return at, g, bt.contiguous()  # row-major (lstsq solves column-major)
 
 
 def transform_weight(weight: Tensor) -> Tensor:
@@ -227,12 +228,12 @@ def _input_spectra(
     """
     b, _, span_w, c = slab.shape
     (rows, cols), step = shape, TILE * phases  # input pixels between tiles
+    bt = _transforms()[2].to(slab)
     compiled = native.input_transform() if slab.dtype == torch.float32 else None
     if compiled is not None:  # one pass, module notes of audiointerp.models.native
         spectra = buffers.get("spectra", SPAN * SPAN, b * rows * cols, phases * phases * c)
-        compiled(slab, spectra, shape, phases)
+        compiled(slab, spectra, shape, phases, bt)
         return spectra
-    bt = _transforms()[2].to(slab)
     pixel_row = span_w * c
     row = phases * pixel_row  # a tile row's i-th input row of every phase: contiguous
     rowed = buffers.get("rowed", b, rows, SPAN, row)  # B^T along rows: (B, rows, k, [a, W, C])
